@@ -1,0 +1,7 @@
+"""Allow ``python -m in2r_graph``."""
+
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

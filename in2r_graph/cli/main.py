@@ -1,0 +1,352 @@
+"""Command-line interface: ``in2r-graph train | evaluate | noise | refiners | config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# OpenMP threads that spin while waiting made training 3-10x slower on a shared
+# 2-core machine; passive waiting must be chosen before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..config import ConfigError, Config, dump_config, field_help, load_config  # noqa: E402
+from ..data.errors import DataError  # noqa: E402
+from ..training.checkpoint import CheckpointError  # noqa: E402
+
+logger = logging.getLogger("in2r_graph")
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="in2r-graph",
+        description="Train and evaluate image-text retrieval under noisy correspondence with IN2R.",
+    )
+    parser.add_argument("--version", action="version", version=f"in2r-graph {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="Train a model (IN2R on the bundled dataset by default).")
+    train.add_argument("--data-root", help="Folder that holds dataset folders (default: the bundled data).")
+    train.add_argument("--dataset", help="Dataset folder name under --data-root (precomp layout).")
+    train.add_argument("--config", help="YAML configuration file; --set values override it.")
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="Override one configuration value, e.g. --set rectify.k=5 (repeatable).",
+    )
+    train.add_argument("--method", choices=("in2r", "co-divide", "contrastive"), help="Shortcut for train.method.")
+    train.add_argument("--epochs", type=int, help="Shortcut for train.epochs.")
+    train.add_argument("--seed", type=int, help="Shortcut for train.seed.")
+    train.add_argument("--noise-file", help="Shortcut for data.noise_file (a saved noise index .npy).")
+    train.add_argument("--out-dir", help="Shortcut for train.out_dir.")
+    train.add_argument("--run-name", help="Shortcut for train.run_name.")
+    train.add_argument("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last finished epoch.")
+    train.add_argument("-v", "--verbose", action="store_true", help="Print debug messages.")
+
+    evaluate = commands.add_parser("evaluate", help="Re-evaluate a run directory or a checkpoint file.")
+    evaluate.add_argument("target", help="A run directory (uses checkpoints/best.pt) or a .pt checkpoint.")
+    evaluate.add_argument("--split", default="test", help="Split name to evaluate (default: test).")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best", help="Which checkpoint of a run directory.")
+    evaluate.add_argument("--data-root", help="Override the data root stored in the checkpoint.")
+    evaluate.add_argument("--five-fold", action="store_true", help="Also report the COCO-style mean over 5 folds of 1,000 images.")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+
+    noise = commands.add_parser("noise", help="Write a noise index file for a training split.")
+    noise.add_argument("--data-root", help="Folder that holds dataset folders (default: the bundled data).")
+    noise.add_argument("--dataset", default="openclipart", help="Dataset folder name (default: openclipart).")
+    noise.add_argument("--split", default="train", help="Split to corrupt (default: train).")
+    noise.add_argument("--ratio", required=True, help="Share of pairs to corrupt, in [0, 1).")
+    noise.add_argument("--convention", required=True, choices=("caption", "image"), help="Noise convention.")
+    noise.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    noise.add_argument("--out", required=True, help="Output .npy file.")
+
+    commands.add_parser("refiners", help="List the registered refiners.")
+    commands.add_parser("config", help="List every configuration key with its default and meaning.")
+    return parser
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Send the package's log records to standard error (the only place handlers are configured)."""
+    root = logging.getLogger("in2r_graph")
+    root.setLevel(logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+
+
+def add_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("in2r_graph").addHandler(handler)
+    return handler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was requested but CUDA is not available; use --set train.device=cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- train
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    if args.dataset is not None:
+        overrides.append(f"data.dataset={args.dataset}")
+    shortcuts = {
+        "method": "train.method",
+        "epochs": "train.epochs",
+        "seed": "train.seed",
+        "noise_file": "data.noise_file",
+        "out_dir": "train.out_dir",
+        "run_name": "train.run_name",
+    }
+    for attribute, key in shortcuts.items():
+        value = getattr(args, attribute)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides + list(args.overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..training.checkpoint import load_checkpoint
+    from ..training.session import build_trainer, check_resumable, load_run_data
+
+    saved = None
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+        saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        config = load_config(run_dir / "config.yaml", _train_overrides(args))
+    else:
+        config = load_config(args.config, _train_overrides(args))
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+
+    data = load_run_data(config)
+    logger.info(
+        "data %s: %d training pairs (%d images), dev %d images, test %d images; noise %s %.1f%% requested, "
+        "%.2f%% realised",
+        data.root,
+        data.caption_to_image.size,
+        data.train.num_images,
+        data.dev.num_images,
+        data.test.num_images,
+        config.data.noise_convention,
+        100 * config.data.noise_ratio,
+        100 * data.realised_noise,
+    )
+
+    if saved is None:
+        name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
+        run_dir = Path(config.train.out_dir) / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name or use --resume {run_dir}")
+    trainer = build_trainer(config, data, run_dir, device)
+    if saved is not None:
+        check_resumable(saved, config, data)
+        trainer.load_state_dict(saved)
+        logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(run_dir / "train.log")
+    dump_config(config, run_dir / "config.yaml")
+    np.save(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+    logger.info("run directory: %s (device %s)", run_dir, device)
+
+    started = time.monotonic()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        logger.error(
+            "interrupted; epoch %d is the last finished one and is saved in %s. Continue with: in2r-graph train --resume %s",
+            trainer.epoch,
+            run_dir / "checkpoints" / "last.pt",
+            run_dir,
+        )
+        return 130
+    elapsed = time.monotonic() - started
+    summary = final_report(trainer, data, run_dir, elapsed)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return 0
+
+
+def final_report(trainer, data, run_dir: Path, elapsed: float) -> dict[str, Any]:
+    """Evaluate the best and the last checkpoint on the test split and print the table."""
+    from ..data.pairs import PairData
+    from ..evaluation.retrieval import format_metrics_table
+    from ..training.checkpoint import load_checkpoint
+
+    test = PairData(data.test, data.test.clean_caption_to_image(), data.vocab)
+    rows = {}
+    last_metrics = trainer.evaluate(test)
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=trainer.device)
+    for net, state in zip(trainer.networks, best["networks"]):
+        net.load_state_dict(state)
+    rows[f"best dev (epoch {trainer.best_epoch + 1})"] = trainer.evaluate(test)
+    rows[f"last (epoch {trainer.epoch})"] = last_metrics
+
+    split_keys = [key for key in trainer.history[-1] if key.endswith(("split_precision", "split_recall"))]
+    split = {key: trainer.history[-1][key] for key in split_keys}
+    config = trainer.config
+    lines = [
+        "",
+        f"in2r-graph {config.train.method} on {data.root.name}: test split, {data.test.num_images} images x "
+        f"{data.test.num_captions} captions",
+        format_metrics_table(rows),
+        f"noise: {config.data.noise_convention} convention, {100 * config.data.noise_ratio:.1f}% requested, "
+        f"{100 * data.realised_noise:.2f}% realised",
+    ]
+    if split:
+        precision = np.mean([value for key, value in split.items() if key.endswith("precision")])
+        recall = np.mean([value for key, value in split.items() if key.endswith("recall")])
+        lines.append(f"clean/noisy split (last epoch, mean of both nets): precision {precision:.3f}, recall {recall:.3f}")
+    lines.append(f"wall time {elapsed:.0f}s; run directory {run_dir}")
+    print("\n".join(lines))
+    return {
+        "method": config.train.method,
+        "dataset": str(data.root),
+        "realised_noise": data.realised_noise,
+        "best_epoch": trainer.best_epoch,
+        "test": rows,
+        "split": split,
+        "seconds": elapsed,
+    }
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..data.pairs import PairData
+    from ..data.precomp import load_split
+    from ..data.vocab import Vocabulary
+    from ..evaluation.retrieval import five_fold_metrics, format_metrics_table, retrieval_metrics
+    from ..training.checkpoint import load_checkpoint
+    from ..training.session import dataset_root, networks_from_checkpoint
+    from ..training.trainer import encode_split
+
+    target = Path(args.target)
+    path = target / "checkpoints" / f"{args.checkpoint}.pt" if target.is_dir() else target
+    device = resolve_device(args.device)
+    state = load_checkpoint(path, map_location=device)
+    config, networks = networks_from_checkpoint(state, device)
+    if args.data_root:
+        config.data.root = args.data_root
+    split = load_split(
+        dataset_root(config), args.split, image_features=config.data.image_features, text_features=config.data.text_features
+    )
+    vocab = Vocabulary.from_dict(state["vocab"]) if state.get("vocab") else None
+    data = PairData(split, split.clean_caption_to_image(), vocab)
+
+    encoded = [encode_split(net, data, device) for net in networks]
+    images = [pair[0] for pair in encoded]
+    texts = [pair[1] for pair in encoded]
+    caption_to_image = torch.from_numpy(data.caption_to_image)
+    rows = {f"{path.name} on {args.split}": retrieval_metrics(images, texts, caption_to_image, shard_size=config.train.eval_shard_size)}
+    if args.five_fold:
+        rows["5-fold 1K mean"] = five_fold_metrics(images, texts, caption_to_image)
+    print(format_metrics_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------- noise
+
+
+def run_noise(args: argparse.Namespace) -> int:
+    from ..data.noise import make_noise, noisy_caption_to_image, realised_noise_rate, save_noise
+    from ..data.precomp import bundled_dataset_root, load_split
+
+    try:
+        ratio = float(args.ratio)
+    except ValueError:
+        raise ConfigError(f"--ratio {args.ratio!r} is not a number; expected a value in [0, 1)") from None
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"--ratio {ratio} is invalid; expected a value in [0, 1)")
+    root = (Path(args.data_root) if args.data_root else bundled_dataset_root()) / args.dataset
+    split = load_split(root, args.split, validate=False)
+    noise = make_noise(split.num_images, split.captions_per_image, ratio, args.convention, args.seed)
+    mapping = noisy_caption_to_image(noise, args.convention, split.num_images, split.captions_per_image)
+    save_noise(args.out, noise)
+    print(
+        f"wrote {args.out}: {args.convention} convention, shape {noise.shape}, requested {100 * ratio:.1f}%, "
+        f"realised {100 * realised_noise_rate(mapping, split.captions_per_image):.2f}% of "
+        f"{split.num_captions} captions"
+    )
+    return 0
+
+
+def run_refiners(args: argparse.Namespace) -> int:
+    from ..refiners import get_refiner_class, list_refiners
+
+    for name in list_refiners():
+        cls = get_refiner_class(name)
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        weights = "edge weights" if cls.supports_edge_weight else "no edge weights"
+        print(f"{name:12s} {summary} ({weights})")
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    for key, (text, default) in field_help().items():
+        print(f"{key} = {default!r}\n    {text}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    handlers = {
+        "train": run_train,
+        "evaluate": run_evaluate,
+        "noise": run_noise,
+        "refiners": run_refiners,
+        "config": run_config,
+    }
+    try:
+        return handlers[args.command](args)
+    except USER_ERRORS as error:
+        logger.debug("error details", exc_info=True)
+        print(f"in2r-graph {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("in2r-graph: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        # main() may run several times in one process (tests, notebooks): drop this call's handlers.
+        package_logger = logging.getLogger("in2r_graph")
+        for handler in list(package_logger.handlers):
+            package_logger.removeHandler(handler)
+            handler.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Memory banks of trusted paired embeddings."""
+
+from .bank import MemoryBank
+
+__all__ = ["MemoryBank"]

@@ -1,0 +1,203 @@
+"""Assemble a run from a configuration: data, noise, networks, trainer; re-evaluate checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config, ConfigError
+from ..data.noise import load_noise, make_noise, noisy_caption_to_image, realised_noise_rate
+from ..data.pairs import PairData, subset_split
+from ..data.precomp import PrecompSplit, bundled_dataset_root, load_split
+from ..data.vocab import Vocabulary
+from ..evaluation.diagnostics import split_quality
+from .network import Network, build_network
+from .trainer import Trainer, copy_network
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_DATASET = "openclipart"
+
+# Settings that may differ between a run and its resumption.
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.num_threads", "train.out_dir", "train.run_name"}
+
+
+@dataclass
+class RunData:
+    """The splits of a run and its training noise.
+
+    ``true_clean`` is the ground truth of the injected noise. It is read only
+    by the split diagnostics; the trainer never receives it.
+    """
+
+    root: Path
+    train: PrecompSplit
+    dev: PrecompSplit
+    test: PrecompSplit
+    caption_to_image: np.ndarray
+    true_clean: np.ndarray
+    realised_noise: float
+    vocab: Vocabulary | None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return plain values that identify the training data and its noise."""
+        digest = hashlib.sha1(np.ascontiguousarray(self.caption_to_image, dtype=np.int64).tobytes()).hexdigest()
+        return {"dataset": str(self.root), "num_pairs": int(self.caption_to_image.size), "noise_sha1": digest}
+
+
+def dataset_root(config: Config) -> Path:
+    """Return the dataset folder named by the configuration (the bundled one by default)."""
+    base = Path(config.data.root) if config.data.root else bundled_dataset_root()
+    return base / config.data.dataset
+
+
+def load_run_data(config: Config) -> RunData:
+    """Load the three splits, apply or generate the noise and build the vocabulary."""
+    data = config.data
+    root = dataset_root(config)
+    options = dict(image_features=data.image_features, text_features=data.text_features)
+    train = load_split(root, data.train_split, **options)
+    dev = load_split(root, data.dev_split, **options)
+    test = load_split(root, data.test_split, **options)
+    for other in (dev, test):
+        if other.images.shape[1:] != train.images.shape[1:]:
+            raise ConfigError(
+                f"image features of split {other.split!r} have shape {other.images.shape[1:]} per image but "
+                f"split {train.split!r} has {train.images.shape[1:]}; all splits must share one feature size"
+            )
+    per_image = train.captions_per_image
+
+    if data.noise_file:
+        caption_to_image = load_noise(data.noise_file, data.noise_convention, train.num_images, per_image)
+        if data.max_train_pairs is not None:
+            # Keep every image: the noisy mapping may point anywhere in the split.
+            count = min(data.max_train_pairs, train.num_captions)
+            caption_to_image = caption_to_image[:count]
+            embeddings = train.caption_embeddings
+            train = dataclasses.replace(
+                train,
+                captions=train.captions[:count],
+                caption_embeddings=None if embeddings is None else embeddings[:count],
+            )
+    else:
+        if data.max_train_pairs is not None:
+            train = subset_split(train, data.max_train_pairs)
+        noise = make_noise(train.num_images, per_image, data.noise_ratio, data.noise_convention, data.noise_seed)
+        caption_to_image = noisy_caption_to_image(
+            noise, data.noise_convention, train.num_images, per_image, source="generated noise"
+        )
+    clean = np.arange(caption_to_image.size) // per_image
+    true_clean = caption_to_image == clean
+    realised = realised_noise_rate(caption_to_image, per_image)
+
+    vocab = None
+    if not data.text_features:
+        vocab = Vocabulary.build(train.captions)
+    return RunData(root, train, dev, test, caption_to_image, true_clean, realised, vocab)
+
+
+def input_sizes(data: RunData) -> dict[str, Any]:
+    """Return the sizes the encoders are built from."""
+    images = data.train.images
+    embeddings = data.train.caption_embeddings
+    return {
+        "image_kind": data.train.image_kind,
+        "image_dim": int(images.shape[-1]) if data.train.image_kind != "thumbnail" else None,
+        "text_dim": None if embeddings is None else int(embeddings.shape[1]),
+        "vocab_size": None if data.vocab is None else len(data.vocab),
+    }
+
+
+def build_networks(config: Config, sizes: dict[str, Any]) -> list[Network]:
+    """Build one network for ``contrastive`` and two for the co-trained methods."""
+    rectifying = config.train.method == "in2r"
+    first = build_network(config, with_rectification=rectifying, **sizes)
+    if config.train.method == "contrastive":
+        return [first]
+    if rectifying and config.rectify.bank_owner == "peer":
+        # Searching the peer's bank only returns sensible neighbours while the two
+        # embedding spaces stay close, so the peer starts as an exact copy.
+        return [first, copy_network(first)]
+    return [first, build_network(config, with_rectification=rectifying, **sizes)]
+
+
+def make_split_hook(true_clean: np.ndarray):
+    """Return a trainer hook that scores each split against the ground truth."""
+
+    def hook(name: str, labeled: np.ndarray, clean_prob: np.ndarray) -> dict[str, float]:
+        quality = split_quality(labeled, true_clean, clean_prob)
+        return {
+            "split_precision": quality["clean_precision"],
+            "split_recall": quality["clean_recall"],
+            "split_auc": quality.get("auc", float("nan")),
+        }
+
+    return hook
+
+
+def build_trainer(config: Config, data: RunData, run_dir: Path, device: torch.device) -> Trainer:
+    """Build networks and the trainer for ``config`` on ``data``."""
+    sizes = input_sizes(data)
+    try:
+        networks = build_networks(config, sizes)
+    except ValueError as error:
+        # Invalid refiner names and options surface here; they are configuration errors.
+        raise ConfigError(f"invalid model or refiner settings: {error}") from error
+    train = PairData(data.train, data.caption_to_image, data.vocab)
+    dev = PairData(data.dev, data.dev.clean_caption_to_image(), data.vocab)
+    extra = {
+        "vocab": None if data.vocab is None else data.vocab.to_dict(),
+        "fingerprint": data.fingerprint(),
+        "sizes": sizes,
+    }
+    return Trainer(
+        config,
+        networks,
+        train,
+        dev,
+        run_dir=run_dir,
+        device=device,
+        split_hook=make_split_hook(data.true_clean),
+        extra_state=extra,
+    )
+
+
+def check_resumable(saved: dict[str, Any], config: Config, data: RunData) -> None:
+    """Raise :class:`ConfigError` when a checkpoint does not belong to this configuration and data."""
+    saved_config = saved["config"]
+    current = config.to_dict()
+    for section, values in current.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name in RESUMABLE_CHANGES:
+                continue
+            before = saved_config.get(section, {}).get(key)
+            if before != value:
+                raise ConfigError(
+                    f"cannot resume: {name} was {before!r} in the saved run but is {value!r} now; "
+                    "resume with the saved configuration or start a new run"
+                )
+    fingerprint = data.fingerprint()
+    for key, value in saved.get("fingerprint", {}).items():
+        if fingerprint.get(key) != value:
+            raise ConfigError(
+                f"cannot resume: training data {key} was {value!r} in the saved run but is "
+                f"{fingerprint.get(key)!r} now (different dataset or noise file)"
+            )
+
+
+def networks_from_checkpoint(state: dict[str, Any], device: torch.device) -> tuple[Config, list[Network]]:
+    """Rebuild the networks stored in a checkpoint."""
+    config = Config.from_dict(state["config"], source="checkpoint")
+    networks = build_networks(config, state["sizes"])
+    for net, net_state in zip(networks, state["networks"]):
+        net.load_state_dict(net_state)
+        net.to(device).eval()
+    return config, networks

@@ -1,0 +1,452 @@
+"""Warm-up, co-training with clean/noisy split, rectification, evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..config import Config
+from ..data.pairs import PairData, to_device
+from ..evaluation.retrieval import retrieval_metrics
+from ..losses import hinge_hardest, info_nce, per_sample_hinge
+from ..memory import MemoryBank
+from ..rectify import GraphOptions, synthesize_prototypes
+from ..selection import clean_probability, split_clean
+from .checkpoint import capture_rng_state, restore_rng_state, save_atomic
+from .network import Network
+from .progress import Progress
+
+logger = logging.getLogger(__name__)
+
+NET_NAMES = ("A", "B")
+
+# Called after each split with (net name, labeled mask, clean probabilities);
+# returns diagnostics to log. The caller owns any ground truth it compares with.
+SplitHook = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss; the message names the step, the terms and the last checkpoint."""
+
+
+class Trainer:
+    """Train IN2R (or a baseline) and keep everything needed to resume.
+
+    Args:
+        config: the resolved run configuration.
+        networks: one network (``contrastive``) or two (co-trained methods).
+        train: training pairs with the noisy caption-to-image mapping.
+        dev: validation pairs with the clean mapping, for model selection.
+        run_dir: folder of checkpoints and ``metrics.csv``.
+        split_hook: optional diagnostics after each clean/noisy split.
+        extra_state: plain values stored in every checkpoint (vocabulary,
+            data fingerprint) so that evaluation and resume can rebuild the run.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        networks: list[Network],
+        train: PairData,
+        dev: PairData,
+        *,
+        run_dir: str | Path,
+        device: torch.device,
+        split_hook: SplitHook | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.networks = [net.to(device) for net in networks]
+        self.train_data = train
+        self.dev_data = dev
+        self.run_dir = Path(run_dir)
+        self.split_hook = split_hook
+        self.extra_state = extra_state or {}
+        self.method = config.train.method
+        self.rectifying = self.method == "in2r"
+        self.graph = GraphOptions(
+            topology=config.rectify.topology,
+            knn_edges=config.rectify.knn_edges,
+            edge_weights=config.rectify.edge_weights,
+            query_node=config.rectify.query_node,
+        )
+        cfg = config.train
+        self.optimizers = [
+            torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for net in self.networks
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_decay_epochs), gamma=cfg.lr_decay)
+            for optimizer in self.optimizers
+        ]
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.epoch = 0
+        self.best_rsum = -math.inf
+        self.best_epoch = -1
+        self.history: list[dict[str, Any]] = []
+        self.last_clean_prob: list[Tensor] = []
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the full training state as plain tensors and dicts."""
+        return {
+            "format": 1,
+            "epoch": self.epoch,
+            "best_rsum": self.best_rsum,
+            "best_epoch": self.best_epoch,
+            "config": self.config.to_dict(),
+            "networks": [net.state_dict() for net in self.networks],
+            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+            "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
+            "generator": self.generator.get_state(),
+            "rng": capture_rng_state(),
+            "history": self.history,
+            "clean_prob": self.last_clean_prob,
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict` (the networks must match the config)."""
+        for net, net_state in zip(self.networks, state["networks"]):
+            net.load_state_dict(net_state)
+        for optimizer, optimizer_state in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(optimizer_state)
+        for scheduler, scheduler_state in zip(self.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(scheduler_state)
+        self.generator.set_state(state["generator"])
+        restore_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.best_rsum = float(state["best_rsum"])
+        self.best_epoch = int(state["best_epoch"])
+        self.history = list(state["history"])
+        self.last_clean_prob = list(state.get("clean_prob", []))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.epochs``; return the best dev epoch and its rSum."""
+        cfg = self.config.train
+        if self.epoch >= cfg.epochs:
+            logger.info("run already finished %d epochs; nothing to train", self.epoch)
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch
+            started = time.monotonic()
+            if self.method == "contrastive" or epoch < cfg.warmup_epochs:
+                phase = "warmup"
+                record = self._warmup_epoch(epoch)
+            else:
+                phase = "cotrain"
+                record = self._cotrain_epoch(epoch)
+            record["lr"] = self.optimizers[0].param_groups[0]["lr"]
+            for scheduler in self.schedulers:
+                scheduler.step()
+            dev_metrics = self.evaluate(self.dev_data)
+            record.update({f"dev_{key}": value for key, value in dev_metrics.items()})
+            record.update(epoch=epoch, phase=phase, seconds=round(time.monotonic() - started, 2))
+            self.history.append(record)
+            self.epoch = epoch + 1
+            improved = dev_metrics["rsum"] > self.best_rsum
+            if improved:
+                self.best_rsum, self.best_epoch = dev_metrics["rsum"], epoch
+            self._save(improved)
+            self._write_metrics()
+            logger.info(
+                "epoch %d/%d (%s) dev rSum %.1f%s, %.0fs",
+                epoch + 1,
+                cfg.epochs,
+                phase,
+                dev_metrics["rsum"],
+                " (best)" if improved else "",
+                record["seconds"],
+            )
+        return {"best_epoch": self.best_epoch, "best_dev_rsum": self.best_rsum, "epochs": self.epoch}
+
+    def _save(self, improved: bool) -> None:
+        state = self.state_dict()
+        save_atomic(state, self.checkpoint_dir / "last.pt")
+        if improved:
+            save_atomic(state, self.checkpoint_dir / "best.pt")
+
+    def _write_metrics(self) -> None:
+        frame = pd.DataFrame(self.history)
+        leading = [column for column in ("epoch", "phase", "seconds", "lr") if column in frame.columns]
+        frame = frame[leading + [column for column in frame.columns if column not in leading]]
+        temporary = self.run_dir / ".metrics.csv.tmp"
+        frame.to_csv(temporary, index=False)
+        temporary.replace(self.run_dir / "metrics.csv")
+
+    # ------------------------------------------------------------------ batching
+
+    def _permutation(self, items: np.ndarray) -> np.ndarray:
+        order = torch.randperm(len(items), generator=self.generator).numpy()
+        return items[order]
+
+    def _batches(self, items: np.ndarray) -> list[np.ndarray]:
+        """Shuffle ``items`` and cut them into batches; a last batch of one item is dropped."""
+        size = self.config.train.batch_size
+        shuffled = self._permutation(items)
+        batches = [shuffled[start : start + size] for start in range(0, len(shuffled), size)]
+        return [batch for batch in batches if len(batch) >= 2]
+
+    def _cycle(self, items: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield shuffled batches of ``items`` forever (reshuffled each pass)."""
+        while True:
+            batches = self._batches(items)
+            if not batches:
+                return
+            yield from batches
+
+    def _inputs(self, data: PairData, indices: np.ndarray) -> tuple[Any, Any]:
+        return to_device(data.images(indices), self.device), to_device(data.texts(indices), self.device)
+
+    # ------------------------------------------------------------------ warm-up
+
+    def _warmup_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config.train
+        record: dict[str, Any] = {}
+        pairs = np.arange(self.train_data.num_pairs)
+        for name, net, optimizer in zip(NET_NAMES, self.networks, self.optimizers):
+            net.train()
+            sums: dict[str, float] = defaultdict(float)
+            batches = self._batches(pairs)
+            progress = Progress(len(batches), f"epoch {epoch + 1} warm-up net {name}", cfg.progress)
+            for step, indices in enumerate(batches):
+                images, texts = self._inputs(self.train_data, indices)
+                if self.method == "contrastive":
+                    terms = {"nce_loss": info_nce(net.encode_images(images), net.encode_texts(texts), cfg.temperature)}
+                else:
+                    terms = self._warmup_terms(net, images, texts)
+                total = self._step(net, optimizer, terms, epoch, step, name)
+                for key, value in terms.items():
+                    sums[key] += float(value.detach())
+                progress.update(step + 1, f"loss {total:.3f}")
+            progress.close()
+            for key, value in sums.items():
+                record[f"{name}/{key}"] = value / max(1, len(batches))
+        return record
+
+    def _warmup_terms(self, net: Network, images: Tensor, texts: Any) -> dict[str, Tensor]:
+        cfg = self.config.train
+        image_view1, image_view2 = net.encode_images(images), net.encode_images(images)
+        text_view1, text_view2 = net.encode_texts(texts), net.encode_texts(texts)
+        return {
+            "nce_loss": info_nce(image_view1, text_view1, cfg.temperature, cfg.complementary_weight),
+            "image_view_loss": cfg.intra_weight * info_nce(image_view1, image_view2, cfg.temperature),
+            "text_view_loss": cfg.intra_weight * info_nce(text_view1, text_view2, cfg.temperature),
+        }
+
+    def _step(self, net: Network, optimizer, terms: dict[str, Tensor], epoch: int, step: int, name: str) -> float:
+        total = sum(terms.values())
+        if not torch.isfinite(total):
+            values = ", ".join(f"{key}={float(value):.4g}" for key, value in terms.items())
+            last = self.checkpoint_dir / "last.pt"
+            saved = f"last good checkpoint: {last} (epoch {self.epoch})" if last.exists() else "no checkpoint yet"
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1}, net {name}: {values}; {saved}. "
+                "Lower train.lr or check the input features for extreme values."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), self.config.train.grad_clip)
+        optimizer.step()
+        return float(total.detach())
+
+    # ------------------------------------------------------------------ co-training
+
+    @torch.no_grad()
+    def per_sample_losses(self, net: Network, epoch: int, keep_embeddings: bool) -> tuple[np.ndarray, Any]:
+        """Return each training pair's hinge loss (eval mode) and, optionally, its embeddings.
+
+        Batches follow a permutation seeded by the run seed and the epoch, so
+        the split does not depend on the training order and resumes exactly.
+        """
+        net.eval()
+        count = self.train_data.num_pairs
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1000 + epoch)
+        order = torch.randperm(count, generator=generator).numpy()
+        chunks = max(1, math.ceil(count / self.config.train.batch_size))
+        losses = np.zeros(count, dtype=np.float64)
+        embeddings = None
+        if keep_embeddings:
+            dim = self.config.model.embed_dim
+            embeddings = (torch.zeros(count, dim, dtype=torch.float16), torch.zeros(count, dim, dtype=torch.float16))
+        for indices in np.array_split(order, chunks):
+            images, texts = self._inputs(self.train_data, indices)
+            image_embeddings, text_embeddings = net.encode_images(images), net.encode_texts(texts)
+            losses[indices] = per_sample_hinge(image_embeddings, text_embeddings, self.config.train.margin).cpu().numpy()
+            if embeddings is not None:
+                rows = torch.from_numpy(indices)
+                embeddings[0][rows] = image_embeddings.cpu().half()
+                embeddings[1][rows] = text_embeddings.cpu().half()
+        return losses, embeddings
+
+    def _search_bank(self, index: int) -> MemoryBank:
+        owner = index if self.config.rectify.bank_owner == "own" or len(self.networks) == 1 else 1 - index
+        return self.networks[owner].bank
+
+    def _cotrain_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, rectify = self.config.train, self.config.rectify
+        record: dict[str, Any] = {}
+        cold = [self.rectifying and net.bank.size <= rectify.k for net in self.networks]
+        probabilities, embeddings = [], []
+        for index, net in enumerate(self.networks):
+            losses, kept = self.per_sample_losses(net, epoch, keep_embeddings=cold[index])
+            probabilities.append(clean_probability(losses, seed=cfg.seed + epoch))
+            embeddings.append(kept)
+        self.last_clean_prob = [torch.from_numpy(prob).float() for prob in probabilities]
+
+        for index, (name, net, optimizer) in enumerate(zip(NET_NAMES, self.networks, self.optimizers)):
+            # Each net trains on the split its peer produced, so its own selection errors are filtered.
+            peer_prob = probabilities[1 - index]
+            labeled = split_clean(peer_prob, cfg.clean_threshold, cfg.min_noisy_fraction)
+            record[f"{name}/labeled_fraction"] = float(labeled.mean())
+            if self.split_hook is not None:
+                for key, value in self.split_hook(name, labeled, peer_prob).items():
+                    record[f"{name}/{key}"] = value
+            if cold[index]:
+                self._prefill_bank(net, embeddings[index], labeled, peer_prob)
+            record.update({f"{name}/{key}": value for key, value in self._train_split(epoch, index, labeled, peer_prob).items()})
+            if net.bank is not None:
+                record[f"{name}/bank_fill"] = net.bank.size / net.bank.capacity
+        return record
+
+    def _prefill_bank(self, net: Network, embeddings: tuple[Tensor, Tensor], labeled: np.ndarray, prob: np.ndarray) -> None:
+        """Fill an empty bank with the confident labeled pairs, so rectification starts at once."""
+        confident = np.flatnonzero(labeled & (prob > prob[labeled].mean()))
+        if len(confident) == 0:
+            return
+        chosen = self._permutation(confident)[: net.bank.capacity]
+        rows = torch.from_numpy(chosen)
+        device = net.bank.images.device
+        net.bank.push(embeddings[0][rows].float().to(device), embeddings[1][rows].float().to(device), rows.to(device))
+        logger.info("memory bank prefilled with %d confident pairs", len(chosen))
+
+    def _train_split(self, epoch: int, index: int, labeled: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+        cfg, rectify = self.config.train, self.config.rectify
+        net, optimizer, name = self.networks[index], self.optimizers[index], NET_NAMES[index]
+        net.train()
+        labeled_ids = np.flatnonzero(labeled)
+        unlabeled_ids = np.flatnonzero(~labeled)
+        push_threshold = float(prob[labeled_ids].mean()) if len(labeled_ids) else 1.0
+        prob_tensor = torch.from_numpy(prob)
+        unlabeled_batches = self._cycle(unlabeled_ids) if self.rectifying else iter(())
+        batches = self._batches(labeled_ids)
+        sums: dict[str, float] = defaultdict(float)
+        skipped = 0
+        progress = Progress(len(batches), f"epoch {epoch + 1} co-train net {name}", cfg.progress)
+        for step, indices in enumerate(batches):
+            images, texts = self._inputs(self.train_data, indices)
+            image_view1, image_view2 = net.encode_images(images), net.encode_images(images)
+            text_view1, text_view2 = net.encode_texts(texts), net.encode_texts(texts)
+            terms = {
+                "hinge_loss": hinge_hardest(image_view1, text_view1, cfg.margin),
+                "image_view_loss": cfg.intra_weight * hinge_hardest(image_view1, image_view2, cfg.view_margin),
+                "text_view_loss": cfg.intra_weight * hinge_hardest(text_view1, text_view2, cfg.view_margin),
+            }
+            if net.bank is not None:
+                confident = (prob_tensor[torch.from_numpy(indices)] > push_threshold).to(self.device)
+                ids = torch.from_numpy(indices).to(self.device)
+                net.bank.push(image_view1[confident], text_view1[confident], ids[confident])
+            if self.rectifying:
+                unlabeled = next(unlabeled_batches, None)
+                bank = self._search_bank(index)
+                if unlabeled is not None and _bank_ready(bank, rectify.k):
+                    terms.update(self._rectify_terms(net, bank, unlabeled))
+                else:
+                    skipped += 1
+            total = self._step(net, optimizer, terms, epoch, step, name)
+            for key, value in terms.items():
+                sums[key] += float(value.detach())
+            progress.update(step + 1, f"loss {total:.3f}")
+        progress.close()
+        if skipped:
+            logger.info(
+                "net %s: rectification skipped in %d of %d steps (bank smaller than k=%d plus the query's own pair)",
+                name,
+                skipped,
+                len(batches),
+                rectify.k,
+            )
+        result = {key: value / max(1, len(batches)) for key, value in sums.items()}
+        result["rectify_skipped"] = skipped
+        return result
+
+    def _rectify_terms(self, net: Network, bank: MemoryBank, indices: np.ndarray) -> dict[str, Tensor]:
+        cfg, rectify = self.config.train, self.config.rectify
+        images, texts = self._inputs(self.train_data, indices)
+        query_ids = torch.from_numpy(indices).to(self.device)
+        bank_images, bank_texts, bank_ids = bank.valid()
+        terms = {}
+        options = dict(query_ids=query_ids, key_ids=bank_ids, backend=rectify.search_backend, graph=self.graph)
+        if rectify.rectify_images:
+            image_queries = net.encode_images(images)
+            text_prototypes, _ = synthesize_prototypes(
+                image_queries, bank_images, bank_texts, net.text_refiner, rectify.k, **options
+            )
+            terms["image_rectify_loss"] = rectify.weight * info_nce(image_queries, text_prototypes, cfg.temperature)
+        if rectify.rectify_texts:
+            text_queries = net.encode_texts(texts)
+            image_prototypes, _ = synthesize_prototypes(
+                text_queries, bank_texts, bank_images, net.image_refiner, rectify.k, **options
+            )
+            terms["text_rectify_loss"] = rectify.weight * info_nce(text_queries, image_prototypes, cfg.temperature)
+        return terms
+
+    # ------------------------------------------------------------------ evaluation
+
+    def encode(self, net: Network, data: PairData) -> tuple[Tensor, Tensor]:
+        """Return eval-mode embeddings of every image and every caption of ``data``."""
+        return encode_split(net, data, self.device)
+
+    def evaluate(self, data: PairData) -> dict[str, float]:
+        """Return retrieval metrics of the ensemble of all networks on ``data``."""
+        encoded = [self.encode(net, data) for net in self.networks]
+        return retrieval_metrics(
+            [images for images, _ in encoded],
+            [texts for _, texts in encoded],
+            torch.from_numpy(data.caption_to_image),
+            shard_size=self.config.train.eval_shard_size,
+        )
+
+
+@torch.no_grad()
+def encode_split(net: Network, data: PairData, device: torch.device, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """Return eval-mode embeddings ``(M, D)`` of every image and ``(N, D)`` of every caption."""
+    net.eval()
+    image_parts, text_parts = [], []
+    for start in range(0, data.num_images, batch_size):
+        rows = np.arange(start, min(start + batch_size, data.num_images))
+        image_parts.append(net.encode_images(to_device(data.image_inputs(rows), device)))
+    for start in range(0, data.num_pairs, batch_size):
+        rows = np.arange(start, min(start + batch_size, data.num_pairs))
+        text_parts.append(net.encode_texts(to_device(data.texts(rows), device)))
+    return torch.cat(image_parts), torch.cat(text_parts)
+
+
+def _bank_ready(bank: MemoryBank | None, k: int) -> bool:
+    """Return whether every query can get ``k`` neighbours after its own pair is excluded."""
+    if bank is None or bank.size <= k:
+        return False
+    copies = int(torch.bincount(bank.valid()[2].clamp(min=0)).max())
+    return bank.size - copies >= k
+
+
+def copy_network(network: Network) -> Network:
+    """Return an independent copy (the peer starts as an exact copy when it searches the other bank)."""
+    return copy.deepcopy(network)
