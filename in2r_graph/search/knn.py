@@ -51,12 +51,27 @@ def _check_inputs(queries: Tensor, keys: Tensor, k: int) -> None:
         raise ValueError(f"k={k} is invalid; expected at least 1 neighbour")
 
 
-def _excluded_count(query_ids: Tensor | None, key_ids: Tensor | None) -> int:
-    """Return the largest number of keys that share an id with one query."""
-    if query_ids is None or key_ids is None or key_ids.numel() == 0:
+def _max_copies(key_ids: Tensor | None) -> int:
+    """Return the largest number of keys that share one id (0 without ids).
+
+    A query can lose at most this many keys to the own-pair exclusion, so
+    asking each backend for ``k + copies`` candidates is always enough. This is
+    far cheaper than comparing every query id with every key id.
+    """
+    if key_ids is None or key_ids.numel() == 0:
         return 0
-    matches = query_ids.view(-1, 1) == key_ids.view(1, -1)  # (B, Q)
-    return int(matches.sum(dim=1).max().item())
+    return int(torch.bincount(key_ids.clamp(min=0)).max().item())
+
+
+def _drop_own(sims: Tensor, positions: Tensor, k: int, query_ids: Tensor | None, key_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Remove candidates that carry the query's own id and keep the best ``k``."""
+    if query_ids is not None and key_ids is not None:
+        own = key_ids.to(positions.device)[positions.clamp(min=0)] == query_ids.to(positions.device).view(-1, 1)
+        sims = sims.masked_fill(own | (positions < 0), float("-inf"))
+    sims, order = sims.topk(min(k, sims.size(1)), dim=1)
+    positions = positions.gather(1, order)
+    _check_found(sims, k)
+    return sims, positions
 
 
 @register_backend("torch")
@@ -80,26 +95,25 @@ def torch_search(
         key_ids: id of each key (needed with ``query_ids``).
         chunk_size: keys per chunk, which bounds memory to ``B x chunk_size``.
 
+    With ids, each backend first takes ``k`` plus the largest number of bank
+    copies of one id, then drops the query's own entries.
+
     Shapes:
         queries (B, D), keys (Q, D), ids (B,) and (Q,) -> sims (B, k), positions (B, k).
     """
     _check_inputs(queries, keys, k)
     keys = keys.to(queries.dtype)
+    wanted = min(k + (_max_copies(key_ids) if query_ids is not None else 0), keys.size(0))
     best_sims, best_positions = None, None
     for start in range(0, keys.size(0), chunk_size):
         sims = queries @ keys[start : start + chunk_size].T  # (B, chunk)
-        if query_ids is not None and key_ids is not None:
-            same = query_ids.view(-1, 1) == key_ids[start : start + chunk_size].view(1, -1)
-            sims = sims.masked_fill(same, float("-inf"))
         positions = torch.arange(start, start + sims.size(1), device=sims.device).expand_as(sims)
         if best_sims is not None:
             sims = torch.cat([best_sims, sims], dim=1)
             positions = torch.cat([best_positions, positions], dim=1)
-        top = min(k, sims.size(1))
-        best_sims, order = sims.topk(top, dim=1)
+        best_sims, order = sims.topk(min(wanted, sims.size(1)), dim=1)
         best_positions = positions.gather(1, order)
-    _check_found(best_sims, k)
-    return best_sims, best_positions
+    return _drop_own(best_sims, best_positions, k, query_ids, key_ids)
 
 
 @register_backend("faiss")
@@ -114,8 +128,7 @@ def faiss_search(
 ) -> tuple[Tensor, Tensor]:
     """Exact search with FAISS's flat inner-product kernel (``faiss.knn``).
 
-    Runs on CPU arrays; results come back on the queries' device. When ids
-    are given it asks for extra neighbours and drops the query's own entries.
+    Runs on CPU arrays; results come back on the queries' device.
 
     Shapes:
         queries (B, D), keys (Q, D) -> sims (B, k), positions (B, k).
@@ -123,20 +136,13 @@ def faiss_search(
     import faiss
 
     _check_inputs(queries, keys, k)
-    extra = _excluded_count(query_ids, key_ids)
-    wanted = min(k + extra, keys.size(0))
+    wanted = min(k + (_max_copies(key_ids) if query_ids is not None else 0), keys.size(0))
     query_array = np.ascontiguousarray(queries.detach().float().cpu().numpy())
     key_array = np.ascontiguousarray(keys.detach().float().cpu().numpy())
     sims, positions = faiss.knn(query_array, key_array, wanted, metric=faiss.METRIC_INNER_PRODUCT)
-    sims = torch.from_numpy(sims).to(queries.device)
+    sims = torch.from_numpy(sims).to(queries.device, queries.dtype)
     positions = torch.from_numpy(positions).to(queries.device)
-    if extra:
-        own = key_ids.to(queries.device)[positions.clamp(min=0)] == query_ids.view(-1, 1)
-        sims = sims.masked_fill(own | (positions < 0), float("-inf"))
-        sims, order = sims.topk(min(k, sims.size(1)), dim=1)
-        positions = positions.gather(1, order)
-    _check_found(sims, k)
-    return sims.to(queries.dtype), positions
+    return _drop_own(sims, positions, k, query_ids, key_ids)
 
 
 def _check_found(sims: Tensor, k: int) -> None:

@@ -46,6 +46,19 @@ class Network(nn.Module):
         return self.text_encoder(texts)
 
 
+DEFAULT_MAX_BANK_SIZE = 65536
+
+
+def resolve_bank_size(config: Config, num_pairs: int) -> int:
+    """Return the bank capacity: the configured one, or the training-set size capped at 65,536.
+
+    A bank larger than the training set only holds stale second copies of the same pairs.
+    """
+    if config.rectify.bank_size is not None:
+        return config.rectify.bank_size
+    return min(DEFAULT_MAX_BANK_SIZE, num_pairs)
+
+
 def resolve_encoder_kinds(config: Config, image_kind: str) -> tuple[str, str]:
     """Return the image and text encoder names, resolving ``auto`` from the data."""
     image = config.model.image_encoder
@@ -64,6 +77,7 @@ def build_network(
     image_dim: int | None,
     text_dim: int | None,
     vocab_size: int | None,
+    num_pairs: int,
     with_rectification: bool,
 ) -> Network:
     """Build one network from the configuration and the data's input sizes."""
@@ -95,5 +109,5 @@ def build_network(
         )
         text_refiner = build_refiner(rectify.refiner, model.embed_dim, **refiner_kwargs)
         image_refiner = build_refiner(rectify.refiner, model.embed_dim, **refiner_kwargs)
-        bank = MemoryBank(rectify.bank_size, model.embed_dim)
+        bank = MemoryBank(resolve_bank_size(config, num_pairs), model.embed_dim)
     return Network(image_encoder, text_encoder, text_refiner, image_refiner, bank)

@@ -112,6 +112,7 @@ def input_sizes(data: RunData) -> dict[str, Any]:
         "image_dim": int(images.shape[-1]) if data.train.image_kind != "thumbnail" else None,
         "text_dim": None if embeddings is None else int(embeddings.shape[1]),
         "vocab_size": None if data.vocab is None else len(data.vocab),
+        "num_pairs": int(data.caption_to_image.size),
     }
 
 
