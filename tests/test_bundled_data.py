@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import in2r_graph
-
-DATA_DIR = Path(in2r_graph.__file__).resolve().parent / "data" / "bundled" / "openclipart"
+# Located from this file, not by importing in2r_graph, because that import
+# loads PyTorch and takes seconds.
+DATA_DIR = Path(__file__).resolve().parents[1] / "in2r_graph" / "data" / "bundled" / "openclipart"
 SPLITS = ("train", "dev", "test")
 THUMBNAIL_SHAPE = (32, 32, 3)
 EMBEDDING_DIM = 384
@@ -55,7 +55,7 @@ def test_folder_size_under_limit():
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_npz_holds_only_images(split):
+def test_npz_contains_only_images(split):
     assert load_split(split)["keys"] == ["images"]
 
 
@@ -83,6 +83,7 @@ def test_captions_clean(split):
     captions = load_split(split)["captions"]
     assert all(caption.strip() for caption in captions)
     assert not any("\t" in caption for caption in captions)
+    assert all(caption.splitlines() == [caption] for caption in captions)
     assert not any("HASH(0x" in caption for caption in captions)
     assert not any("http" in caption.lower() for caption in captions)
 

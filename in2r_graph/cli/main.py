@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 # OpenMP threads that spin while waiting made training 3-10x slower on a shared
 # 2-core machine; passive waiting must be chosen before torch is imported.
@@ -20,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..config import ConfigError, Config, dump_config, field_help, load_config  # noqa: E402
+from ..config import ConfigError, field_help, load_config  # noqa: E402
 from ..data.errors import DataError  # noqa: E402
 from ..training.checkpoint import CheckpointError  # noqa: E402
 
@@ -94,15 +91,6 @@ def add_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was requested but CUDA is not available; use --set train.device=cpu")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -134,112 +122,43 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..training.checkpoint import load_checkpoint
-    from ..training.session import build_trainer, check_resumable, load_run_data
+    from ..evaluation.retrieval import format_metrics_table
+    from ..training.session import run_training
 
-    saved = None
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-        saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        config = load_config(run_dir / "config.yaml", _train_overrides(args))
+        resume_dir = Path(args.resume)
+        if not (resume_dir / "config.yaml").is_file():
+            raise ConfigError(f"cannot resume: {resume_dir} is not a run directory (no config.yaml)")
+        config = load_config(resume_dir / "config.yaml", _train_overrides(args))
     else:
+        resume_dir = None
         config = load_config(args.config, _train_overrides(args))
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
 
-    data = load_run_data(config)
-    logger.info(
-        "data %s: %d training pairs (%d images), dev %d images, test %d images; noise %s %.1f%% requested, "
-        "%.2f%% realised",
-        data.root,
-        data.caption_to_image.size,
-        data.train.num_images,
-        data.dev.num_images,
-        data.test.num_images,
-        config.data.noise_convention,
-        100 * config.data.noise_ratio,
-        100 * data.realised_noise,
-    )
-
-    if saved is None:
-        name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
-        run_dir = Path(config.train.out_dir) / name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {run_dir} already exists; choose another --run-name or use --resume {run_dir}")
-    trainer = build_trainer(config, data, run_dir, device)
-    if saved is not None:
-        check_resumable(saved, config, data)
-        trainer.load_state_dict(saved)
-        logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    add_log_file(run_dir / "train.log")
-    dump_config(config, run_dir / "config.yaml")
-    np.save(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
-    logger.info("run directory: %s (device %s)", run_dir, device)
-
-    started = time.monotonic()
     try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        logger.error(
-            "interrupted; epoch %d is the last finished one and is saved in %s. Continue with: in2r-graph train --resume %s",
-            trainer.epoch,
-            run_dir / "checkpoints" / "last.pt",
-            run_dir,
-        )
+        summary = run_training(config, resume_dir=resume_dir, on_start=lambda run_dir: add_log_file(run_dir / "train.log"))
+    except KeyboardInterrupt as interrupt:
+        logger.error("%s", interrupt.args[0] if interrupt.args else "interrupted")
         return 130
-    elapsed = time.monotonic() - started
-    summary = final_report(trainer, data, run_dir, elapsed)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return 0
-
-
-def final_report(trainer, data, run_dir: Path, elapsed: float) -> dict[str, Any]:
-    """Evaluate the best and the last checkpoint on the test split and print the table."""
-    from ..data.pairs import PairData
-    from ..evaluation.retrieval import format_metrics_table
-    from ..training.checkpoint import load_checkpoint
-
-    test = PairData(data.test, data.test.clean_caption_to_image(), data.vocab)
-    rows = {}
-    last_metrics = trainer.evaluate(test)
-    best = load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=trainer.device)
-    for net, state in zip(trainer.networks, best["networks"]):
-        net.load_state_dict(state)
-    rows[f"best dev (epoch {trainer.best_epoch + 1})"] = trainer.evaluate(test)
-    rows[f"last (epoch {trainer.epoch})"] = last_metrics
-
-    split_keys = [key for key in trainer.history[-1] if key.endswith(("split_precision", "split_recall"))]
-    split = {key: trainer.history[-1][key] for key in split_keys}
-    config = trainer.config
     lines = [
         "",
-        f"in2r-graph {config.train.method} on {data.root.name}: test split, {data.test.num_images} images x "
-        f"{data.test.num_captions} captions",
-        format_metrics_table(rows),
+        f"in2r-graph {summary['method']} on {Path(summary['dataset']).name}: test split, {summary['test_images']} images x "
+        f"{summary['test_captions']} captions",
+        format_metrics_table(summary["test"]),
         f"noise: {config.data.noise_convention} convention, {100 * config.data.noise_ratio:.1f}% requested, "
-        f"{100 * data.realised_noise:.2f}% realised",
+        f"{100 * summary['realised_noise']:.2f}% realised",
     ]
+    split = summary["split"]
     if split:
-        precision = np.mean([value for key, value in split.items() if key.endswith("precision")])
-        recall = np.mean([value for key, value in split.items() if key.endswith("recall")])
-        lines.append(f"clean/noisy split (last epoch, mean of both nets): precision {precision:.3f}, recall {recall:.3f}")
-    lines.append(f"wall time {elapsed:.0f}s; run directory {run_dir}")
+        lines.append(
+            f"clean/noisy split (last epoch, mean of both nets): precision {split['precision']:.3f}, "
+            f"recall {split['recall']:.3f}"
+        )
+    lines.append(f"wall time {summary['seconds']:.0f}s; run directory {summary['run_dir']}")
     print("\n".join(lines))
-    return {
-        "method": config.train.method,
-        "dataset": str(data.root),
-        "realised_noise": data.realised_noise,
-        "best_epoch": trainer.best_epoch,
-        "test": rows,
-        "split": split,
-        "seconds": elapsed,
-    }
+    return 0
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -251,7 +170,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..data.vocab import Vocabulary
     from ..evaluation.retrieval import five_fold_metrics, format_metrics_table, retrieval_metrics
     from ..training.checkpoint import load_checkpoint
-    from ..training.session import dataset_root, networks_from_checkpoint
+    from ..training.session import dataset_root, networks_from_checkpoint, resolve_device
     from ..training.trainer import encode_split
 
     target = Path(args.target)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, dump_config
 from ..data.noise import load_noise, make_noise, noisy_caption_to_image, realised_noise_rate
 from ..data.pairs import PairData, subset_split
 from ..data.precomp import PrecompSplit, bundled_dataset_root, load_split
 from ..data.vocab import Vocabulary
 from ..evaluation.diagnostics import split_quality
+from .checkpoint import load_checkpoint
 from .network import Network, build_network
+from .probe import make_rectification_probe
 from .trainer import Trainer, copy_network
 
 logger = logging.getLogger(__name__)
@@ -166,6 +170,9 @@ def build_trainer(config: Config, data: RunData, run_dir: Path, device: torch.de
         run_dir=run_dir,
         device=device,
         split_hook=make_split_hook(data.true_clean),
+        epoch_hook=make_rectification_probe(
+            np.arange(data.caption_to_image.size) // data.train.captions_per_image, data.true_clean, seed=config.train.seed
+        ),
         extra_state=extra,
     )
 
@@ -202,3 +209,118 @@ def networks_from_checkpoint(state: dict[str, Any], device: torch.device) -> tup
         net.load_state_dict(net_state)
         net.to(device).eval()
     return config, networks
+
+
+def _log_data(config: Config, data: RunData) -> None:
+    logger.info(
+        "data %s: %d training pairs (%d images), dev %d images, test %d images; noise %s %.1f%% requested, "
+        "%.2f%% realised",
+        data.root,
+        data.caption_to_image.size,
+        data.train.num_images,
+        data.dev.num_images,
+        data.test.num_images,
+        config.data.noise_convention,
+        100 * config.data.noise_ratio,
+        100 * data.realised_noise,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the device for ``train.device`` (``auto`` picks CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was requested but CUDA is not available; use --set train.device=cpu")
+    return device
+
+
+def run_training(
+    config: Config,
+    *,
+    resume_dir: str | Path | None = None,
+    on_start: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Train one run end to end and return its summary (also written to ``summary.json``).
+
+    Nothing is written before the data, the noise and the networks have been
+    built, so an invalid input leaves no run directory behind.
+
+    Args:
+        config: the resolved configuration.
+        resume_dir: a run directory to continue from its last finished epoch.
+        on_start: called with the run directory once it exists (the CLI
+            attaches its log file there).
+
+    Raises:
+        KeyboardInterrupt: with a message naming the saved epoch and the
+            resume command, when training is interrupted.
+    """
+    device = resolve_device(config.train.device)
+    data = load_run_data(config)
+    _log_data(config, data)
+    saved = None
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    else:
+        name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
+        run_dir = Path(config.train.out_dir) / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
+    trainer = build_trainer(config, data, run_dir, device)
+    if saved is not None:
+        check_resumable(saved, config, data)
+        trainer.load_state_dict(saved)
+        logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if on_start is not None:
+        on_start(run_dir)
+    dump_config(config, run_dir / "config.yaml")
+    np.save(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+    logger.info("run directory: %s (device %s)", run_dir, device)
+
+    started = time.monotonic()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted; epoch {trainer.epoch} is the last finished one and is saved in "
+            f"{run_dir / 'checkpoints' / 'last.pt'}. Continue with: in2r-graph train --resume {run_dir}"
+        ) from None
+    summary = test_summary(trainer, data, run_dir, time.monotonic() - started)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def test_summary(trainer: Trainer, data: RunData, run_dir: Path, seconds: float) -> dict[str, Any]:
+    """Evaluate the best and the last checkpoint on the test split."""
+    test = PairData(data.test, data.test.clean_caption_to_image(), data.vocab)
+    last_metrics = trainer.evaluate(test)
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=trainer.device)
+    for net, state in zip(trainer.networks, best["networks"]):
+        net.load_state_dict(state)
+    rows = {
+        f"best dev (epoch {trainer.best_epoch + 1})": trainer.evaluate(test),
+        f"last (epoch {trainer.epoch})": last_metrics,
+    }
+    last_record = trainer.history[-1] if trainer.history else {}
+    precisions = [value for key, value in last_record.items() if key.endswith("split_precision")]
+    recalls = [value for key, value in last_record.items() if key.endswith("split_recall")]
+    split = {"precision": float(np.mean(precisions)), "recall": float(np.mean(recalls))} if precisions else {}
+    return {
+        "method": trainer.config.train.method,
+        "dataset": str(data.root),
+        "run_dir": str(run_dir),
+        "realised_noise": data.realised_noise,
+        "best_epoch": trainer.best_epoch,
+        "best_dev_rsum": trainer.best_rsum,
+        "test_images": data.test.num_images,
+        "test_captions": data.test.num_captions,
+        "test": rows,
+        "split": split,
+        "last_record": {key: value for key, value in last_record.items() if isinstance(value, (int, float, str))},
+        "seconds": seconds,
+    }

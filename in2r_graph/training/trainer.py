@@ -33,6 +33,8 @@ NET_NAMES = ("A", "B")
 # Called after each split with (net name, labeled mask, clean probabilities);
 # returns diagnostics to log. The caller owns any ground truth it compares with.
 SplitHook = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]
+# Called after each co-training epoch with (trainer, epoch); returns diagnostics to log.
+EpochHook = Callable[["Trainer", int], dict[str, float]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,6 +51,7 @@ class Trainer:
         dev: validation pairs with the clean mapping, for model selection.
         run_dir: folder of checkpoints and ``metrics.csv``.
         split_hook: optional diagnostics after each clean/noisy split.
+        epoch_hook: optional diagnostics after each co-training epoch.
         extra_state: plain values stored in every checkpoint (vocabulary,
             data fingerprint) so that evaluation and resume can rebuild the run.
     """
@@ -63,6 +66,7 @@ class Trainer:
         run_dir: str | Path,
         device: torch.device,
         split_hook: SplitHook | None = None,
+        epoch_hook: EpochHook | None = None,
         extra_state: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
@@ -72,6 +76,7 @@ class Trainer:
         self.dev_data = dev
         self.run_dir = Path(run_dir)
         self.split_hook = split_hook
+        self.epoch_hook = epoch_hook
         self.extra_state = extra_state or {}
         self.method = config.train.method
         self.rectifying = self.method == "in2r"
@@ -324,6 +329,8 @@ class Trainer:
             record.update({f"{name}/{key}": value for key, value in self._train_split(epoch, index, labeled, peer_prob).items()})
             if net.bank is not None:
                 record[f"{name}/bank_fill"] = net.bank.size / net.bank.capacity
+        if self.epoch_hook is not None:
+            record.update(self.epoch_hook(self, epoch))
         return record
 
     def _prefill_bank(self, net: Network, embeddings: tuple[Tensor, Tensor], labeled: np.ndarray, prob: np.ndarray) -> None:
