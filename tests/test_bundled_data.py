@@ -24,7 +24,7 @@ def read_lines(path: Path) -> list[str]:
     return text[:-1].split("\n")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_split(split: str) -> dict[str, object]:
     """Load the four files of one split (cached across tests)."""
     with np.load(DATA_DIR / f"{split}_thumbs.npz") as archive:
