@@ -1,22 +1,51 @@
 """in2r-graph: rectify noisy image-text correspondence with graph refiners over
-intra-modal neighbourhoods (IN2R), built on PyTorch Geometric."""
+intra-modal neighbourhoods (IN2R), built on PyTorch Geometric.
 
-from .graphs import build_neighbourhood_batch
-from .memory import MemoryBank
-from .rectify import GraphOptions, synthesize_prototypes
-from .refiners import Refiner, build_refiner, list_refiners, register_refiner
-from .search import knn_search
+The public names below are imported on first use. Importing PyTorch Geometric
+takes several seconds, so ``import in2r_graph`` and command-line calls that do
+not need the graph code (``in2r-graph noise``, ``in2r-graph config``, input
+errors) stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GraphOptions",
-    "MemoryBank",
-    "Refiner",
-    "build_neighbourhood_batch",
-    "build_refiner",
-    "knn_search",
-    "list_refiners",
-    "register_refiner",
-    "synthesize_prototypes",
-]
+# Public name -> submodule that defines it.
+_EXPORTS = {
+    "GraphOptions": ".rectify",
+    "MemoryBank": ".memory",
+    "Refiner": ".refiners",
+    "build_neighbourhood_batch": ".graphs",
+    "build_refiner": ".refiners",
+    "knn_search": ".search",
+    "list_refiners": ".refiners",
+    "register_refiner": ".refiners",
+    "synthesize_prototypes": ".rectify",
+    "train_paired": ".generic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .graphs import build_neighbourhood_batch
+    from .memory import MemoryBank
+    from .rectify import GraphOptions, synthesize_prototypes
+    from .refiners import Refiner, build_refiner, list_refiners, register_refiner
+    from .generic import train_paired
+    from .search import knn_search
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -58,6 +60,11 @@ class ModelConfig:
     hidden_dim: int | None = _field(None, "Hidden size of the MLP heads; empty means embed_dim.")
     dropout: float = _field(0.1, "Dropout inside the encoders (also makes the two augmented views differ).")
     word_dim: int = _field(300, "Word embedding size of the bi-GRU text encoder.")
+    word_vectors: str | None = _field(
+        None,
+        "Local text file of pretrained word vectors for the bi-GRU, one `word v1 ... vD` line per word "
+        "(GloVe format, D = word_dim); empty keeps random initialisation. Nothing is downloaded.",
+    )
 
 
 @dataclass
@@ -91,6 +98,9 @@ class TrainConfig:
     """Optimisation, co-training schedule and run bookkeeping."""
 
     method: str = _field("in2r", "`in2r`, `co-divide` (clean part only) or `contrastive` (one net, noisy pairs).")
+    ensemble: bool = _field(
+        False, "With method contrastive: train two independent networks and average their similarities."
+    )
     epochs: int = _field(12, "Training epochs, warm-up included.")
     warmup_epochs: int = _field(2, "Epochs of plain contrastive training before the clean/noisy split.")
     batch_size: int = _field(128, "Pairs per batch (labeled and unlabeled batches each).")
@@ -270,8 +280,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(config: Config, path: str | Path) -> None:
-    """Write the resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved configuration as YAML.
+
+    The text goes to a temporary file that is renamed over ``path``, so a
+    process killed while writing leaves the previous file intact.
+    """
+    path = Path(path)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
@@ -286,20 +309,36 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"data.noise_ratio={data.noise_ratio} is invalid; expected a number in [0, 1)")
     _choice(data.noise_convention, ("caption", "image"), "data.noise_convention")
     _choice(data.image_features, ("ims", "regions"), "data.image_features")
+    for key in ("train_split", "dev_split", "test_split"):
+        name = getattr(data, key)
+        if not name or "/" in name or os.sep in name:
+            raise ConfigError(f"data.{key}={name!r} is invalid; expected a split name such as 'train' (a file prefix)")
+    if not 0 <= data.noise_seed < 2**32:
+        raise ConfigError(f"data.noise_seed={data.noise_seed} is invalid; expected an integer in [0, 2**32)")
     if data.max_train_pairs is not None and data.max_train_pairs < 1:
         raise ConfigError(f"data.max_train_pairs={data.max_train_pairs} is invalid; expected a positive count")
     _choice(model.image_encoder, ("auto", "global", "region", "thumbnail"), "model.image_encoder")
     _choice(model.text_encoder, ("auto", "embedding", "gru"), "model.text_encoder")
     if model.embed_dim < 1:
         raise ConfigError(f"model.embed_dim={model.embed_dim} is invalid; expected a positive size")
+    if model.word_vectors:
+        text_encoder = model.text_encoder
+        if text_encoder == "auto":
+            text_encoder = "embedding" if data.text_features else "gru"
+        if text_encoder != "gru":
+            raise ConfigError(
+                f"model.word_vectors={model.word_vectors!r} is set, but the text encoder is {text_encoder!r} "
+                f"(model.text_encoder={model.text_encoder!r}, data.text_features={data.text_features!r}); word "
+                "vectors feed only the bi-GRU, so set data.text_features to empty or drop model.word_vectors"
+            )
     if rectify.k < 1:
         raise ConfigError(f"rectify.k={rectify.k} is invalid; a prototype needs at least 1 neighbour")
     if rectify.bank_size is not None and rectify.bank_size < 1:
         raise ConfigError(f"rectify.bank_size={rectify.bank_size} is invalid; expected a positive capacity")
-    if rectify.bank_size is not None and rectify.k > rectify.bank_size:
+    if rectify.bank_size is not None and rectify.k >= rectify.bank_size:
         raise ConfigError(
-            f"rectify.k={rectify.k} is larger than rectify.bank_size={rectify.bank_size}; "
-            "a bank cannot return more neighbours than it holds"
+            f"rectify.k={rectify.k} is larger than rectify.bank_size={rectify.bank_size} allows; a query needs "
+            "k neighbours besides its own pair, so expected rectify.k < rectify.bank_size"
         )
     _choice(rectify.readout, ("mean", "attention", "query"), "rectify.readout")
     _choice(rectify.topology, ("complete", "knn", "star"), "rectify.topology")
@@ -311,6 +350,13 @@ def validate_config(config: Config) -> None:
     if rectify.topology == "star" and not rectify.query_node:
         raise ConfigError("rectify.topology='star' links neighbours to the query, so it needs rectify.query_node=true")
     _choice(train.method, ("in2r", "co-divide", "contrastive"), "train.method")
+    # NumPy and scikit-learn take seeds below 2**32, and the trainer adds the epoch to this one.
+    if not 0 <= train.seed < 2**31:
+        raise ConfigError(f"train.seed={train.seed} is invalid; expected an integer in [0, 2**31)")
+    if train.num_threads is not None and train.num_threads < 1:
+        raise ConfigError(f"train.num_threads={train.num_threads} is invalid; expected a positive count or empty")
+    if not 0.0 <= train.min_noisy_fraction < 1.0:
+        raise ConfigError(f"train.min_noisy_fraction={train.min_noisy_fraction} is invalid; expected [0, 1)")
     if train.batch_size < 2:
         raise ConfigError(f"train.batch_size={train.batch_size} is invalid; contrastive losses need at least 2")
     if train.epochs < 1:

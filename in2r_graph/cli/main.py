@@ -17,13 +17,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..config import ConfigError, field_help, load_config  # noqa: E402
+from ..bench.command import run_bench_command  # noqa: E402
+from ..config import Config, ConfigError, field_help, load_config  # noqa: E402
 from ..data.errors import DataError  # noqa: E402
 from ..training.checkpoint import CheckpointError  # noqa: E402
+from ..training.errors import NonFiniteLossError  # noqa: E402
 
 logger = logging.getLogger("in2r_graph")
 
+# Exit codes: 2 for invalid input (settings, files, checkpoints), 1 for a run
+# that failed on valid input, 130 for Ctrl-C. Neither kind prints a traceback
+# on the terminal; the run's log file holds it.
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+RUN_ERRORS = (NonFiniteLossError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="Shortcut for train.epochs.")
     train.add_argument("--seed", type=int, help="Shortcut for train.seed.")
     train.add_argument("--noise-file", help="Shortcut for data.noise_file (a saved noise index .npy).")
+    train.add_argument(
+        "--noise-convention", choices=("caption", "image"), help="Shortcut for data.noise_convention."
+    )
     train.add_argument("--out-dir", help="Shortcut for train.out_dir.")
     train.add_argument("--run-name", help="Shortcut for train.run_name.")
     train.add_argument("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last finished epoch.")
@@ -67,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--convention", required=True, choices=("caption", "image"), help="Noise convention.")
     noise.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     noise.add_argument("--out", required=True, help="Output .npy file.")
+
+    bench = commands.add_parser(
+        "bench",
+        help="Run an ablation grid: one training run per cell, then results.csv, summary.md and plots.",
+    )
+    bench.add_argument("--grid", required=True, help="Grid YAML file: base settings and the lists of values to combine.")
+    bench.add_argument(
+        "--out", help="Output folder (default: runs/bench-<grid file name>); a rerun skips the finished cells."
+    )
+    bench.add_argument("--data-root", help="Folder that contains the dataset folders; overrides data.root of every cell.")
+    bench.add_argument("--dry-run", action="store_true", help="List the cells and their validity; train nothing.")
+    bench.add_argument("-v", "--verbose", action="store_true", help="Print debug messages.")
 
     commands.add_parser("refiners", help="List the registered refiners.")
     commands.add_parser("config", help="List every configuration key with its default and meaning.")
@@ -111,6 +132,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "epochs": "train.epochs",
         "seed": "train.seed",
         "noise_file": "data.noise_file",
+        "noise_convention": "data.noise_convention",
         "out_dir": "train.out_dir",
         "run_name": "train.run_name",
     }
@@ -121,6 +143,15 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
     return overrides + list(args.overrides)
 
 
+def _make_input_paths_absolute(config: Config) -> None:
+    """Store input paths as absolute paths in a new run, so that --resume works from any folder."""
+    for section, key in (("data", "root"), ("data", "noise_file"), ("model", "word_vectors")):
+        owner = getattr(config, section)
+        value = getattr(owner, key)
+        if value:
+            setattr(owner, key, os.path.abspath(os.path.expanduser(value)))
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..evaluation.retrieval import format_metrics_table
     from ..training.session import run_training
@@ -128,11 +159,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         resume_dir = Path(args.resume)
         if not (resume_dir / "config.yaml").is_file():
-            raise ConfigError(f"cannot resume: {resume_dir} is not a run directory (no config.yaml)")
+            raise ConfigError(
+                f"cannot resume: {resume_dir} is not a run directory (no config.yaml); expected a folder "
+                "written by `in2r-graph train`"
+            )
         config = load_config(resume_dir / "config.yaml", _train_overrides(args))
     else:
         resume_dir = None
         config = load_config(args.config, _train_overrides(args))
+        _make_input_paths_absolute(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     seed_everything(config.train.seed)
@@ -164,6 +199,9 @@ def run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- evaluate
 
 
+FIVE_FOLD_IMAGES = 5000
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..data.pairs import PairData
     from ..data.precomp import load_split
@@ -183,6 +221,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = load_split(
         dataset_root(config), args.split, image_features=config.data.image_features, text_features=config.data.text_features
     )
+    if args.five_fold and split.num_images != FIVE_FOLD_IMAGES:
+        raise ConfigError(
+            f"--five-fold needs a split of exactly {FIVE_FOLD_IMAGES:,} images (5 folds of 1,000, the COCO 1K "
+            f"protocol), but split {args.split!r} of {dataset_root(config)} has {split.num_images:,} images; "
+            "evaluate without --five-fold"
+        )
     vocab = Vocabulary.from_dict(state["vocab"]) if state.get("vocab") else None
     data = PairData(split, split.clean_caption_to_image(), vocab)
 
@@ -210,6 +254,11 @@ def run_noise(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ratio {args.ratio!r} is not a number; expected a value in [0, 1)") from None
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--ratio {ratio} is invalid; expected a value in [0, 1)")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; expected the path of the .npy file to write")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it first")
     root = (Path(args.data_root) if args.data_root else bundled_dataset_root()) / args.dataset
     split = load_split(root, args.split, validate=False)
     noise = make_noise(split.num_images, split.captions_per_image, ratio, args.convention, args.seed)
@@ -241,6 +290,19 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_error(command: str, error: BaseException, code: int) -> int:
+    """Print one line for ``error``, log its traceback (to the run's log file, if any) and return ``code``."""
+    logger.debug("in2r-graph %s failed: %s", command, error, exc_info=True)
+    log_files = [
+        handler.baseFilename
+        for handler in logging.getLogger("in2r_graph").handlers
+        if isinstance(handler, logging.FileHandler)
+    ]
+    where = f" (traceback in {log_files[0]})" if log_files else ""
+    print(f"in2r-graph {command}: error: {error}{where}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
@@ -250,13 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         "noise": run_noise,
         "refiners": run_refiners,
         "config": run_config,
+        "bench": run_bench_command,
     }
     try:
         return handlers[args.command](args)
     except USER_ERRORS as error:
-        logger.debug("error details", exc_info=True)
-        print(f"in2r-graph {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _report_error(args.command, error, 2)
+    except RUN_ERRORS as error:
+        return _report_error(args.command, error, 1)
     except KeyboardInterrupt:
         print("in2r-graph: interrupted", file=sys.stderr)
         return 130

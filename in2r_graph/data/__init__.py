@@ -5,6 +5,7 @@ from .noise import CONVENTIONS, load_noise, make_noise, noisy_caption_to_image, 
 from .pairs import PairData
 from .precomp import PrecompSplit, bundled_dataset_root, load_dataset, load_split
 from .vocab import Vocabulary, collate_tokens, tokenize
+from .word_vectors import read_word_vectors
 
 __all__ = [
     "CONVENTIONS",
@@ -19,6 +20,7 @@ __all__ = [
     "load_split",
     "make_noise",
     "noisy_caption_to_image",
+    "read_word_vectors",
     "realised_noise_rate",
     "save_noise",
     "tokenize",

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError"]
+import tokenize
+
+__all__ = ["DataError", "NPY_READ_ERRORS"]
+
+NPY_READ_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, tokenize.TokenError)
+"""Exceptions that ``np.load`` raises for a damaged ``.npy`` file.
+
+NumPy parses the header with ``ast.literal_eval``, so a damaged header can
+raise SyntaxError or tokenize.TokenError as well as ValueError (numpy 2.4).
+"""
 
 
 class DataError(ValueError):

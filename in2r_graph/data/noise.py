@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import NPY_READ_ERRORS, DataError
 
 __all__ = [
     "CONVENTIONS",
@@ -362,6 +362,6 @@ def load_noise(
         raise DataError(f"{path}: file is {kind}; expected a .npy file with one integer array")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NPY_READ_ERRORS as err:
         raise DataError(f"{path}: failed to read as a .npy file ({err})") from err
     return noisy_caption_to_image(loaded, convention, num_images, captions_per_image, source=str(path))

@@ -33,12 +33,13 @@ import codecs
 import logging
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import NPY_READ_ERRORS, DataError
 
 __all__ = [
     "IMAGE_FEATURES",
@@ -57,6 +58,12 @@ _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
 # Elements per chunk for the NaN/inf check: 16M float32 values are 64 MB.
 _FINITE_CHECK_ELEMENTS = 1 << 24
+
+# Exceptions of np.load for a damaged .npz archive: besides those of a damaged
+# .npy member, zipfile raises NotImplementedError or RuntimeError when a
+# damaged flag reads as an unsupported feature (encryption, a newer zip
+# version), and zlib raises zlib.error for damaged compressed data.
+NPZ_READ_ERRORS = (*NPY_READ_ERRORS, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 # Folder entries shown in a "missing file" message before the list is cut.
 _MAX_LISTED_ENTRIES = 30
@@ -162,7 +169,7 @@ def _load_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: file does not start with the .npy header; expected a NumPy .npy array")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NPY_READ_ERRORS as err:
         raise DataError(f"{path}: failed to read as a .npy array ({err})") from err
 
 
@@ -203,7 +210,7 @@ def _load_thumbnails(path: Path) -> np.ndarray:
             with np.load(file, allow_pickle=False) as archive:
                 names = list(archive.files)
                 images = archive["images"] if "images" in names else None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        except NPZ_READ_ERRORS as err:
             raise DataError(f"{path}: failed to read as an .npz archive ({err})") from err
     if images is None:
         raise DataError(f"{path}: archive contains arrays {names}; expected an array named 'images'")

@@ -1,13 +1,39 @@
-"""Retrieval metrics and split/prototype diagnostics."""
+"""Retrieval metrics and split/prototype diagnostics.
 
-from .diagnostics import prototype_fidelity, split_auc, split_quality
-from .retrieval import five_fold_metrics, format_metrics_table, retrieval_metrics
+The public names are imported on first use: the diagnostics need
+scikit-learn, whose import takes about a second, and most callers only need
+the retrieval metrics.
+"""
 
-__all__ = [
-    "five_fold_metrics",
-    "format_metrics_table",
-    "prototype_fidelity",
-    "retrieval_metrics",
-    "split_auc",
-    "split_quality",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> submodule that defines it.
+_EXPORTS = {
+    "five_fold_metrics": ".retrieval",
+    "format_metrics_table": ".retrieval",
+    "prototype_fidelity": ".diagnostics",
+    "retrieval_metrics": ".retrieval",
+    "split_auc": ".diagnostics",
+    "split_quality": ".diagnostics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .diagnostics import prototype_fidelity, split_auc, split_quality
+    from .retrieval import five_fold_metrics, format_metrics_table, retrieval_metrics
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -11,6 +11,8 @@ from torch_geometric.data import Batch
 from torch_geometric.nn import global_mean_pool
 from torch_geometric.nn.aggr import AttentionalAggregation
 
+from .registry import get_refiner_class, list_refiners
+
 READOUTS = ("mean", "attention", "query")
 
 
@@ -27,14 +29,23 @@ class Refiner(nn.Module):
 
     Args:
         dim: size of the node embeddings and of the prototypes.
-        hidden_dim: size of the node states inside the layers (default ``dim``).
-        num_layers: message-passing rounds.
-        heads: attention heads, for operators that have them.
-        dropout: dropout on each layer's update.
+        hidden_dim: size of the node states inside the layers. Default: ``None``,
+            which means ``dim``; another size adds linear input and output
+            projections.
+        num_layers: message-passing rounds. Default: 1.
+        heads: attention heads, for operators that have them (attention, gat,
+            gatv2, transformer); the other operators ignore it. Default: 4.
+        dropout: dropout probability on each layer's update, in ``[0, 1)``.
+            Default: 0.1.
         readout: ``mean`` over neighbour nodes, ``attention`` pooling over
-            neighbour nodes, or ``query`` (the query node's final state).
-        use_edge_weight: pass ``edge_weight`` to the operator; a refiner whose
-            operator cannot use weights raises ``ValueError``.
+            neighbour nodes, or ``query`` (the query node's final state, which
+            needs graphs built with ``query_node=True``). Default: ``mean``.
+        use_edge_weight: pass ``edge_weight`` to the operator. Default: False.
+
+    Raises:
+        ValueError: if a size or probability is out of range, the readout is
+            unknown, or ``use_edge_weight`` is set on a refiner whose operator
+            cannot use edge weights.
 
     Shapes:
         input: a :class:`torch_geometric.data.Batch` of ``B`` graphs with node
@@ -61,13 +72,18 @@ class Refiner(nn.Module):
             raise ValueError(f"dim={dim} is invalid; expected a positive embedding size")
         if num_layers < 0:
             raise ValueError(f"num_layers={num_layers} is invalid; expected 0 or more")
+        if hidden_dim is not None and hidden_dim < 1:
+            raise ValueError(f"hidden_dim={hidden_dim} is invalid; expected a positive size or None for dim")
+        if heads < 1:
+            raise ValueError(f"heads={heads} is invalid; expected 1 or more")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} is invalid; expected a probability in [0, 1)")
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
         if use_edge_weight and not self.supports_edge_weight:
             raise ValueError(
-                f"refiner {self.registry_name or type(self).__name__!r} cannot use edge weights; "
-                "set edge_weights to 'none' or choose a refiner that supports them (attention, gat, gatv2, gcn, "
-                "transformer)"
+                f"refiner {self.display_name()!r} cannot use edge weights; set edge_weights to 'none' or choose "
+                f"a refiner that supports them ({', '.join(edge_weight_refiners())})"
             )
         self.dim = dim
         self.hidden_dim = hidden_dim or dim
@@ -128,12 +144,29 @@ class Refiner(nn.Module):
             f"readout={self.readout_name!r}, use_edge_weight={self.use_edge_weight}"
         )
 
+    @classmethod
+    def display_name(cls) -> str:
+        """Return the registry name, or the class name of an unregistered refiner."""
+        return cls.registry_name or cls.__name__
+
 
 class ParameterFreeRefiner(Refiner):
-    """A refiner without layers: subclasses override :meth:`forward` only."""
+    """A refiner without layers: subclasses override :meth:`forward` only.
+
+    The refiner itself pools the neighbours, so ``mean`` is the only accepted
+    readout. ``num_layers``, ``hidden_dim``, ``heads`` and ``dropout`` are
+    accepted and ignored, so one set of settings builds every registered refiner.
+    """
 
     def __init__(self, dim: int, **kwargs) -> None:
+        readout = kwargs.get("readout", "mean")
+        if readout != "mean":
+            raise ValueError(
+                f"refiner {self.display_name()!r} pools the neighbours itself and has no node states to read out; "
+                f"readout={readout!r} is invalid, expected 'mean'"
+            )
         kwargs["num_layers"] = 0
+        kwargs.pop("hidden_dim", None)
         super().__init__(dim, **kwargs)
 
     def build_layer(self) -> nn.Module:
@@ -149,6 +182,11 @@ class ParameterFreeRefiner(Refiner):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def edge_weight_refiners() -> list[str]:
+    """Return the registered refiner names whose operators can use edge weights."""
+    return [name for name in list_refiners() if getattr(get_refiner_class(name), "supports_edge_weight", False)]
 
 
 def torch_dense_mask(batch: Batch, nodes: int) -> Tensor:

@@ -1,16 +1,43 @@
-"""Training: networks, the co-training loop, checkpoints and run assembly."""
+"""Training: networks, the co-training loop, checkpoints and run assembly.
 
-from .checkpoint import CheckpointError, load_checkpoint, save_atomic
-from .network import Network, build_network
-from .trainer import NonFiniteLossError, Trainer, encode_split
+The public names are imported on first use, so that importing
+:mod:`in2r_graph.training.checkpoint` alone does not load the trainer and
+PyTorch Geometric.
+"""
 
-__all__ = [
-    "CheckpointError",
-    "Network",
-    "NonFiniteLossError",
-    "Trainer",
-    "build_network",
-    "encode_split",
-    "load_checkpoint",
-    "save_atomic",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> submodule that defines it.
+_EXPORTS = {
+    "CheckpointError": ".checkpoint",
+    "Network": ".network",
+    "NonFiniteLossError": ".errors",
+    "Trainer": ".trainer",
+    "build_network": ".network",
+    "encode_split": ".trainer",
+    "load_checkpoint": ".checkpoint",
+    "save_atomic": ".checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+    from .network import Network, build_network
+    from .errors import NonFiniteLossError
+    from .trainer import Trainer, encode_split
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

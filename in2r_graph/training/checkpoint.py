@@ -1,35 +1,69 @@
-"""Atomic checkpoints of plain tensors and dicts, and RNG state capture."""
+"""Atomic checkpoints of plain tensors and dicts, RNG state capture, and
+interrupt handling around checkpoint writes."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import random
-import tempfile
+import secrets
+import signal
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
+
+PAUSE_IN_SAVE_VARIABLE = "IN2R_GRAPH_TEST_PAUSE_IN_SAVE"
+"""Test hook: seconds to sleep between writing a temporary file and renaming it.
+
+Only the atomic writers of this module read it. The interruption tests set it
+to kill a training process while a checkpoint write is in progress; leave it
+unset otherwise.
+"""
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not match the run."""
 
 
-def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` with ``torch.save`` to a temporary file, fsync it, then rename.
+def _pause_for_tests() -> None:
+    value = os.environ.get(PAUSE_IN_SAVE_VARIABLE)
+    if not value:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        logger.warning("ignoring %s=%r: expected a number of seconds", PAUSE_IN_SAVE_VARIABLE, value)
+        return
+    time.sleep(seconds)
 
-    A reader never sees a half-written file: until the rename the old
-    checkpoint (if any) stays in place.
+
+def _write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
+
+    A reader never sees a half-written file: until the rename the old file
+    (if any) stays in place. A process killed before the rename leaves a
+    hidden ``.{name}.*.tmp`` file, which :func:`remove_stale_temporaries`
+    deletes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # open(..., "xb") rather than tempfile.mkstemp: mkstemp creates files with
+    # mode 0600, while a plain open applies the user's umask like any output file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
+        with open(temporary, "xb") as stream:
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        _pause_for_tests()
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -39,6 +73,68 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` with ``torch.save`` to a temporary file, fsync it, then rename.
+
+    A reader never sees a half-written file: until the rename the old
+    checkpoint (if any) stays in place.
+    """
+    _write_atomic(path, lambda stream: torch.save(state, stream))
+
+
+def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file, fsync and rename."""
+    _write_atomic(path, lambda stream: stream.write(payload))
+
+
+def save_array_atomic(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file through a temporary file, fsync and rename."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that a killed atomic write left in ``directory``.
+
+    Returns:
+        The deleted paths (empty when the folder does not exist).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = sorted(entry for entry in directory.glob(".*.tmp") if entry.is_file())
+    for entry in stale:
+        entry.unlink(missing_ok=True)
+        logger.info("removed %s, left by an interrupted write", entry)
+    return stale
+
+
+@contextlib.contextmanager
+def deferred_keyboard_interrupt() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block has finished, then raise KeyboardInterrupt.
+
+    Wrapping the end-of-epoch bookkeeping in this block means that Ctrl-C
+    never leaves the epoch counter and the saved checkpoint out of step.
+    Outside the main thread signal handlers cannot be installed, so there the
+    block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

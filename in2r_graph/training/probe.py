@@ -14,6 +14,7 @@ import torch
 from ..data.pairs import to_device
 from ..evaluation.diagnostics import prototype_fidelity
 from ..rectify import synthesize_prototypes
+from .trainer import bank_ready
 
 
 def make_rectification_probe(clean_caption_to_image: np.ndarray, true_clean: np.ndarray, sample_size: int = 512, seed: int = 0):
@@ -53,7 +54,7 @@ def make_rectification_probe(clean_caption_to_image: np.ndarray, true_clean: np.
         results: dict[str, float] = {}
         for name, net in zip(("A", "B"), trainer.networks):
             bank = trainer._search_bank(0 if name == "A" else 1)
-            if bank is None or bank.size <= rectify.k:
+            if not bank_ready(bank, rectify.k):
                 continue
             net.eval()
             device = trainer.device

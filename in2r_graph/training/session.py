@@ -6,24 +6,31 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from ..config import Config, ConfigError, dump_config
+from ..data.errors import DataError
 from ..data.noise import load_noise, make_noise, noisy_caption_to_image, realised_noise_rate
 from ..data.pairs import PairData, subset_split
-from ..data.precomp import PrecompSplit, bundled_dataset_root, load_split
+from ..data.precomp import PrecompSplit, bundled_dataset_root, load_dataset
 from ..data.vocab import Vocabulary
-from ..evaluation.diagnostics import split_quality
-from .checkpoint import load_checkpoint
-from .network import Network, build_network
-from .probe import make_rectification_probe
-from .trainer import Trainer, copy_network
+from ..data.word_vectors import read_word_vectors
+from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_array_atomic, write_bytes_atomic
+
+# The network, trainer and probe modules import PyTorch Geometric, which takes
+# seconds. They are imported where first needed, so invalid data and settings
+# are reported before that cost.
+if TYPE_CHECKING:
+    from .network import Network
+    from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +73,10 @@ def load_run_data(config: Config) -> RunData:
     """Load the three splits, apply or generate the noise and build the vocabulary."""
     data = config.data
     root = dataset_root(config)
-    options = dict(image_features=data.image_features, text_features=data.text_features)
-    train = load_split(root, data.train_split, **options)
-    dev = load_split(root, data.dev_split, **options)
-    test = load_split(root, data.test_split, **options)
-    for other in (dev, test):
-        if other.images.shape[1:] != train.images.shape[1:]:
-            raise ConfigError(
-                f"image features of split {other.split!r} have shape {other.images.shape[1:]} per image but "
-                f"split {train.split!r} has {train.images.shape[1:]}; all splits must share one feature size"
-            )
+    # load_dataset also checks that image and caption feature sizes agree between splits.
+    names = list(dict.fromkeys((data.train_split, data.dev_split, data.test_split)))
+    splits = load_dataset(root, names, image_features=data.image_features, text_features=data.text_features)
+    train, dev, test = splits[data.train_split], splits[data.dev_split], splits[data.test_split]
     per_image = train.captions_per_image
 
     if data.noise_file:
@@ -120,11 +121,83 @@ def input_sizes(data: RunData) -> dict[str, Any]:
     }
 
 
+def check_bank_capacity(config: Config, num_pairs: int) -> None:
+    """Raise :class:`ConfigError` when the memory bank can never serve ``rectify.k`` neighbours.
+
+    A query's own pair is excluded from its neighbours, so a bank must hold at
+    least ``k + 1`` pairs before rectification can run.
+    """
+    from .network import resolve_bank_size
+
+    if config.train.method != "in2r":
+        return
+    capacity = resolve_bank_size(config, num_pairs)
+    k = config.rectify.k
+    if k < capacity:
+        return
+    if config.rectify.bank_size is None:
+        origin = f"rectify.bank_size is empty, so the bank holds at most the {num_pairs} training pairs"
+    else:
+        origin = f"rectify.bank_size={config.rectify.bank_size}"
+    raise ConfigError(
+        f"rectify.k={k} is larger than the memory bank allows ({origin}); a query needs k neighbours besides "
+        f"its own pair, so expected rectify.k < {capacity}. Lower rectify.k or use more training pairs"
+    )
+
+
+def check_input_files(config: Config, *, word_vectors: bool = True) -> None:
+    """Raise :class:`DataError` for input files named in the configuration that do not exist.
+
+    This runs before any data is read, so a mistyped path fails at once.
+
+    Args:
+        word_vectors: Also check ``model.word_vectors``. A resumed run does
+            not read that file, because its checkpoint contains the weights.
+    """
+    files = [("data.noise_file", config.data.noise_file)]
+    if word_vectors:
+        files.append(("model.word_vectors", config.model.word_vectors))
+    for key, value in files:
+        if value and not Path(value).is_file():
+            state = "is a folder" if Path(value).is_dir() else "not found"
+            hint = (
+                " in2r-graph never downloads word vectors: download them yourself and pass the local path."
+                if key == "model.word_vectors"
+                else ""
+            )
+            raise DataError(f"{key}: file {value} {state}; expected an existing local file.{hint}")
+
+
+def load_word_vectors(config: Config, networks: list[Network], vocab: Vocabulary | None) -> None:
+    """Copy the vectors of ``model.word_vectors`` into each network's bi-GRU word embedding.
+
+    Words that the file lacks keep their random initialisation.
+    """
+    path = config.model.word_vectors
+    if not path:
+        return
+    if vocab is None:
+        raise ConfigError(
+            f"model.word_vectors={path!r} needs the bi-GRU text encoder, which trains on raw captions; "
+            "set data.text_features to empty"
+        )
+    vectors, found = read_word_vectors(path, vocab.words, config.model.word_dim)
+    rows = torch.from_numpy(found)
+    for net in networks:
+        encoder = net.text_encoder
+        weights = encoder.word_embedding.weight.detach().clone()  # (vocab_size, word_dim)
+        weights[rows] = torch.from_numpy(vectors[found]).to(weights.dtype)
+        encoder.load_word_vectors(weights)
+
+
 def build_networks(config: Config, sizes: dict[str, Any]) -> list[Network]:
-    """Build one network for ``contrastive`` and two for the co-trained methods."""
+    """Build one network for ``contrastive`` (two with ``train.ensemble``) and two for the co-trained methods."""
+    from .network import build_network
+    from .trainer import copy_network
+
     rectifying = config.train.method == "in2r"
     first = build_network(config, with_rectification=rectifying, **sizes)
-    if config.train.method == "contrastive":
+    if config.train.method == "contrastive" and not config.train.ensemble:
         return [first]
     if rectifying and config.rectify.bank_owner == "peer":
         # Searching the peer's bank only returns sensible neighbours while the two
@@ -135,26 +208,42 @@ def build_networks(config: Config, sizes: dict[str, Any]) -> list[Network]:
 
 def make_split_hook(true_clean: np.ndarray):
     """Return a trainer hook that scores each split against the ground truth."""
+    from ..evaluation.diagnostics import split_quality
 
     def hook(name: str, labeled: np.ndarray, clean_prob: np.ndarray) -> dict[str, float]:
         quality = split_quality(labeled, true_clean, clean_prob)
-        return {
+        scores = {
             "split_precision": quality["clean_precision"],
             "split_recall": quality["clean_recall"],
-            "split_auc": quality.get("auc", float("nan")),
+            "split_auc": quality.get("auc", math.nan),
         }
+        # A score without a defined value (the AUC when no pair is truly noisy) is left out, not logged as NaN.
+        return {key: value for key, value in scores.items() if math.isfinite(value)}
 
     return hook
 
 
-def build_trainer(config: Config, data: RunData, run_dir: Path, device: torch.device) -> Trainer:
-    """Build networks and the trainer for ``config`` on ``data``."""
+def build_trainer(
+    config: Config, data: RunData, run_dir: Path, device: torch.device, *, pretrained_words: bool = True
+) -> Trainer:
+    """Build networks and the trainer for ``config`` on ``data``.
+
+    Args:
+        pretrained_words: Load ``model.word_vectors`` into the networks. A
+            resumed run passes False because its checkpoint contains the weights.
+    """
+    from .probe import make_rectification_probe
+    from .trainer import Trainer
+
     sizes = input_sizes(data)
+    check_bank_capacity(config, sizes["num_pairs"])
     try:
         networks = build_networks(config, sizes)
     except ValueError as error:
         # Invalid refiner names and options surface here; they are configuration errors.
         raise ConfigError(f"invalid model or refiner settings: {error}") from error
+    if pretrained_words:
+        load_word_vectors(config, networks, data.vocab)
     train = PairData(data.train, data.caption_to_image, data.vocab)
     dev = PairData(data.dev, data.dev.clean_caption_to_image(), data.vocab)
     extra = {
@@ -230,7 +319,10 @@ def resolve_device(name: str) -> torch.device:
     """Return the device for ``train.device`` (``auto`` picks CUDA when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is invalid; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was requested but CUDA is not available; use --set train.device=cpu")
     return device
@@ -245,31 +337,41 @@ def run_training(
     """Train one run end to end and return its summary (also written to ``summary.json``).
 
     Nothing is written before the data, the noise and the networks have been
-    built, so an invalid input leaves no run directory behind.
+    built, so an invalid input leaves no run directory behind. Every file of
+    the run directory is replaced atomically, so a killed process leaves the
+    previous version of each file, never a partial one.
 
     Args:
         config: the resolved configuration.
         resume_dir: a run directory to continue from its last finished epoch.
+            A run directory without a checkpoint (stopped during its first
+            epoch) trains again from the start.
         on_start: called with the run directory once it exists (the CLI
             attaches its log file there).
 
     Raises:
         KeyboardInterrupt: with a message naming the saved epoch and the
             resume command, when training is interrupted.
+        ConfigError, DataError, CheckpointError: for invalid settings, input
+            files or checkpoints, before the run directory is created or
+            changed.
+        NonFiniteLossError: when a loss, a weight or an embedding becomes NaN
+            or infinite.
     """
     device = resolve_device(config.train.device)
+    check_input_files(config, word_vectors=resume_dir is None)
     data = load_run_data(config)
     _log_data(config, data)
     saved = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        saved = _load_resume_checkpoint(run_dir)
     else:
         name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
         run_dir = Path(config.train.out_dir) / name
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
-    trainer = build_trainer(config, data, run_dir, device)
+    trainer = build_trainer(config, data, run_dir, device, pretrained_words=saved is None)
     if saved is not None:
         check_resumable(saved, config, data)
         trainer.load_state_dict(saved)
@@ -279,20 +381,44 @@ def run_training(
     if on_start is not None:
         on_start(run_dir)
     dump_config(config, run_dir / "config.yaml")
-    np.save(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+    save_array_atomic(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
     logger.info("run directory: %s (device %s)", run_dir, device)
 
     started = time.monotonic()
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"interrupted; epoch {trainer.epoch} is the last finished one and is saved in "
-            f"{run_dir / 'checkpoints' / 'last.pt'}. Continue with: in2r-graph train --resume {run_dir}"
-        ) from None
+        raise KeyboardInterrupt(_interrupt_message(trainer, run_dir)) from None
     summary = test_summary(trainer, data, run_dir, time.monotonic() - started)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_bytes_atomic(run_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
     return summary
+
+
+def _load_resume_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """Return the last checkpoint of ``run_dir``, or None when no epoch has finished."""
+    folder = run_dir / "checkpoints"
+    remove_stale_temporaries(run_dir)
+    remove_stale_temporaries(folder)
+    last = folder / "last.pt"
+    if last.is_file():
+        return load_checkpoint(last)
+    if (folder / "best.pt").is_file():
+        raise CheckpointError(
+            f"cannot resume {run_dir}: {last} is missing but best.pt exists, so the run's state after its last "
+            "epoch is lost; evaluate best.pt with `in2r-graph evaluate` or start a new run"
+        )
+    logger.warning("%s has no finished epoch (no %s); training starts again from epoch 1", run_dir, last)
+    return None
+
+
+def _interrupt_message(trainer: Trainer, run_dir: Path) -> str:
+    command = f"in2r-graph train --resume {shlex.quote(str(run_dir))}"
+    if trainer.saved_epoch == 0:
+        return f"interrupted in epoch 1, so no epoch was saved. Start it again with: {command}"
+    return (
+        f"interrupted; epoch {trainer.saved_epoch} is the last finished epoch and is saved in "
+        f"{run_dir / 'checkpoints' / 'last.pt'}. Continue with: {command}"
+    )
 
 
 def test_summary(trainer: Trainer, data: RunData, run_dir: Path, seconds: float) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from ..losses import hinge_hardest, info_nce, per_sample_hinge
 from ..memory import MemoryBank
 from ..rectify import GraphOptions, synthesize_prototypes
 from ..selection import clean_probability, split_clean
-from .checkpoint import capture_rng_state, restore_rng_state, save_atomic
+from .checkpoint import capture_rng_state, deferred_keyboard_interrupt, restore_rng_state, save_atomic
+from .errors import NonFiniteLossError
 from .network import Network
 from .progress import Progress
 
@@ -35,10 +36,6 @@ NET_NAMES = ("A", "B")
 SplitHook = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]
 # Called after each co-training epoch with (trainer, epoch); returns diagnostics to log.
 EpochHook = Callable[["Trainer", int], dict[str, float]]
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN or infinite loss; the message names the step, the terms and the last checkpoint."""
 
 
 class Trainer:
@@ -96,6 +93,8 @@ class Trainer:
         ]
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0
+        # Epochs contained in checkpoints/last.pt (0 before the first save).
+        self.saved_epoch = 0
         self.best_rsum = -math.inf
         self.best_epoch = -1
         self.history: list[dict[str, Any]] = []
@@ -132,6 +131,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         restore_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
+        self.saved_epoch = self.epoch
         self.best_rsum = float(state["best_rsum"])
         self.best_epoch = int(state["best_epoch"])
         self.history = list(state["history"])
@@ -152,24 +152,28 @@ class Trainer:
             epoch = self.epoch
             started = time.monotonic()
             if self.method == "contrastive" or epoch < cfg.warmup_epochs:
-                phase = "warmup"
+                phase = "contrastive" if self.method == "contrastive" else "warmup"
                 record = self._warmup_epoch(epoch)
             else:
                 phase = "cotrain"
                 record = self._cotrain_epoch(epoch)
+            self._check_finite_weights(epoch)
             record["lr"] = self.optimizers[0].param_groups[0]["lr"]
             for scheduler in self.schedulers:
                 scheduler.step()
             dev_metrics = self.evaluate(self.dev_data)
             record.update({f"dev_{key}": value for key, value in dev_metrics.items()})
             record.update(epoch=epoch, phase=phase, seconds=round(time.monotonic() - started, 2))
-            self.history.append(record)
-            self.epoch = epoch + 1
-            improved = dev_metrics["rsum"] > self.best_rsum
-            if improved:
-                self.best_rsum, self.best_epoch = dev_metrics["rsum"], epoch
-            self._save(improved)
-            self._write_metrics()
+            # Ctrl-C waits until the epoch is counted, saved and logged, so the
+            # saved checkpoint always matches the epoch counter.
+            with deferred_keyboard_interrupt():
+                self.history.append(record)
+                self.epoch = epoch + 1
+                improved = dev_metrics["rsum"] > self.best_rsum
+                if improved:
+                    self.best_rsum, self.best_epoch = dev_metrics["rsum"], epoch
+                self._save(improved)
+                self._write_metrics()
             logger.info(
                 "epoch %d/%d (%s) dev rSum %.1f%s, %.0fs",
                 epoch + 1,
@@ -184,8 +188,26 @@ class Trainer:
     def _save(self, improved: bool) -> None:
         state = self.state_dict()
         save_atomic(state, self.checkpoint_dir / "last.pt")
+        self.saved_epoch = self.epoch
         if improved:
             save_atomic(state, self.checkpoint_dir / "best.pt")
+
+    def _last_good_checkpoint(self) -> str:
+        """Describe the checkpoint a run can resume from, for error messages."""
+        if self.saved_epoch == 0:
+            return "no checkpoint was saved yet (the run failed in its first epoch)"
+        return f"last good checkpoint: {self.checkpoint_dir / 'last.pt'} (epoch {self.saved_epoch})"
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        """Raise NonFiniteLossError when an optimiser step left a NaN or infinite weight."""
+        for name, net in zip(NET_NAMES, self.networks):
+            for parameter_name, parameter in net.named_parameters():
+                if not bool(torch.isfinite(parameter).all()):
+                    raise NonFiniteLossError(
+                        f"non-finite weights in net {name} ({parameter_name}) after epoch {epoch + 1}; "
+                        f"{self._last_good_checkpoint()}. Lower train.lr or check the input features for "
+                        "extreme values."
+                    )
 
     def _write_metrics(self) -> None:
         frame = pd.DataFrame(self.history)
@@ -258,12 +280,10 @@ class Trainer:
     def _step(self, net: Network, optimizer, terms: dict[str, Tensor], epoch: int, step: int, name: str) -> float:
         total = sum(terms.values())
         if not torch.isfinite(total):
-            values = ", ".join(f"{key}={float(value):.4g}" for key, value in terms.items())
-            last = self.checkpoint_dir / "last.pt"
-            saved = f"last good checkpoint: {last} (epoch {self.epoch})" if last.exists() else "no checkpoint yet"
+            values = ", ".join(f"{key}={float(value.detach()):.4g}" for key, value in terms.items())
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch + 1}, step {step + 1}, net {name}: {values}; {saved}. "
-                "Lower train.lr or check the input features for extreme values."
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1}, net {name}: {values}; "
+                f"{self._last_good_checkpoint()}. Lower train.lr or check the input features for extreme values."
             )
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -299,6 +319,12 @@ class Trainer:
                 rows = torch.from_numpy(indices)
                 embeddings[0][rows] = image_embeddings.cpu().half()
                 embeddings[1][rows] = text_embeddings.cpu().half()
+        if not np.isfinite(losses).all():
+            raise NonFiniteLossError(
+                f"{int((~np.isfinite(losses)).sum())} of {count} per-sample losses are NaN or infinite before "
+                f"the clean/noisy split of epoch {epoch + 1}; {self._last_good_checkpoint()}. Lower train.lr or "
+                "check the input features for extreme values."
+            )
         return losses, embeddings
 
     def _search_bank(self, index: int) -> MemoryBank:
@@ -373,7 +399,7 @@ class Trainer:
             if self.rectifying:
                 unlabeled = next(unlabeled_batches, None)
                 bank = self._search_bank(index)
-                if unlabeled is not None and _bank_ready(bank, rectify.k):
+                if unlabeled is not None and bank_ready(bank, rectify.k):
                     terms.update(self._rectify_terms(net, bank, unlabeled))
                 else:
                     skipped += 1
@@ -424,6 +450,13 @@ class Trainer:
     def evaluate(self, data: PairData) -> dict[str, float]:
         """Return retrieval metrics of the ensemble of all networks on ``data``."""
         encoded = [self.encode(net, data) for net in self.networks]
+        for name, (images, texts) in zip(NET_NAMES, encoded):
+            if not (bool(torch.isfinite(images).all()) and bool(torch.isfinite(texts).all())):
+                raise NonFiniteLossError(
+                    f"net {name} gives NaN or infinite embeddings on split {data.split.split!r}; "
+                    f"{self._last_good_checkpoint()}. Check the features of that split for extreme values, "
+                    "or lower train.lr."
+                )
         return retrieval_metrics(
             [images for images, _ in encoded],
             [texts for _, texts in encoded],
@@ -446,7 +479,7 @@ def encode_split(net: Network, data: PairData, device: torch.device, batch_size:
     return torch.cat(image_parts), torch.cat(text_parts)
 
 
-def _bank_ready(bank: MemoryBank | None, k: int) -> bool:
+def bank_ready(bank: MemoryBank | None, k: int) -> bool:
     """Return whether every query can get ``k`` neighbours after its own pair is excluded."""
     if bank is None or bank.size <= k:
         return False
