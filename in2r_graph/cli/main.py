@@ -154,6 +154,7 @@ def _make_input_paths_absolute(config: Config) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..evaluation.retrieval import format_metrics_table
+    from ..training import distributed as dist_utils
     from ..training.session import run_training
 
     if args.resume:
@@ -171,12 +172,28 @@ def run_train(args: argparse.Namespace) -> int:
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     seed_everything(config.train.seed)
+    device = None
+    main_process = True
+    if dist_utils.launched_by_torchrun():
+        device = dist_utils.init_distributed(config.train.device)
+        main_process = dist_utils.is_main_process()
+        if not main_process:
+            # Other ranks log warnings and errors only; rank 0 logs the run.
+            for handler in logging.getLogger("in2r_graph").handlers:
+                handler.setLevel(logging.WARNING)
 
     try:
-        summary = run_training(config, resume_dir=resume_dir, on_start=lambda run_dir: add_log_file(run_dir / "train.log"))
+        summary = run_training(
+            config, resume_dir=resume_dir, device=device, on_start=lambda run_dir: add_log_file(run_dir / "train.log")
+        )
     except KeyboardInterrupt as interrupt:
         logger.error("%s", interrupt.args[0] if interrupt.args else "interrupted")
         return 130
+    finally:
+        if dist_utils.is_distributed():
+            dist_utils.shutdown()
+    if not main_process:
+        return 0
     lines = [
         "",
         f"in2r-graph {summary['method']} on {Path(summary['dataset']).name}: test split, {summary['test_images']} images x "

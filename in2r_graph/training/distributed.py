@@ -118,3 +118,27 @@ def all_reduce_sum(array: np.ndarray, device: torch.device) -> np.ndarray:
     buffer = torch.from_numpy(np.asarray(array, dtype=np.float64)).to(device)
     dist.all_reduce(buffer)
     return buffer.cpu().numpy()
+
+
+def all_reduce_sum_tensor(tensor: Tensor, device: torch.device) -> Tensor:
+    """Sum a tensor over ranks; the reduction runs on ``device`` and the result keeps the input's device and dtype."""
+    if not is_distributed():
+        return tensor
+    buffer = tensor.to(device=device, dtype=torch.float32)
+    dist.all_reduce(buffer)
+    return buffer.to(device=tensor.device, dtype=tensor.dtype)
+
+
+def all_ranks_true(flag: bool, device: torch.device) -> bool:
+    """Return whether ``flag`` holds on every rank, so that all ranks take the same branch."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def shutdown() -> None:
+    """Leave the process group."""
+    if is_distributed():
+        dist.destroy_process_group()

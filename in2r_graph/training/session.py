@@ -23,6 +23,7 @@ from ..data.pairs import PairData, subset_split
 from ..data.precomp import PrecompSplit, bundled_dataset_root, load_dataset
 from ..data.vocab import Vocabulary
 from ..data.word_vectors import read_word_vectors
+from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_array_atomic, write_bytes_atomic
 
 # The network, trainer and probe modules import PyTorch Geometric, which takes
@@ -270,12 +271,15 @@ def check_resumable(saved: dict[str, Any], config: Config, data: RunData) -> Non
     """Raise :class:`ConfigError` when a checkpoint does not belong to this configuration and data."""
     saved_config = saved["config"]
     current = config.to_dict()
+    defaults = Config().to_dict()
     for section, values in current.items():
         for key, value in values.items():
             name = f"{section}.{key}"
             if name in RESUMABLE_CHANGES:
                 continue
-            before = saved_config.get(section, {}).get(key)
+            # A key added to the configuration after the run was saved gets its
+            # default, which keeps the behaviour of the version that saved it.
+            before = saved_config.get(section, {}).get(key, defaults[section][key])
             if before != value:
                 raise ConfigError(
                     f"cannot resume: {name} was {before!r} in the saved run but is {value!r} now; "
@@ -333,6 +337,7 @@ def run_training(
     *,
     resume_dir: str | Path | None = None,
     on_start: Callable[[Path], Any] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Train one run end to end and return its summary (also written to ``summary.json``).
 
@@ -347,7 +352,10 @@ def run_training(
             A run directory without a checkpoint (stopped during its first
             epoch) trains again from the start.
         on_start: called with the run directory once it exists (the CLI
-            attaches its log file there).
+            attaches its log file there); on rank 0 only under torchrun.
+        device: the device to train on; by default from ``train.device``.
+            Under torchrun the CLI passes each rank's device, and only rank 0
+            writes the run directory.
 
     Raises:
         KeyboardInterrupt: with a message naming the saved epoch and the
@@ -358,7 +366,8 @@ def run_training(
         NonFiniteLossError: when a loss, a weight or an embedding becomes NaN
             or infinite.
     """
-    device = resolve_device(config.train.device)
+    device = device or resolve_device(config.train.device)
+    main_process = dist_utils.is_main_process()
     check_input_files(config, word_vectors=resume_dir is None)
     data = load_run_data(config)
     _log_data(config, data)
@@ -371,17 +380,21 @@ def run_training(
         run_dir = Path(config.train.out_dir) / name
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
+    # Every rank checks the folder before rank 0 creates it.
+    dist_utils.barrier()
     trainer = build_trainer(config, data, run_dir, device, pretrained_words=saved is None)
     if saved is not None:
         check_resumable(saved, config, data)
         trainer.load_state_dict(saved)
         logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if on_start is not None:
-        on_start(run_dir)
-    dump_config(config, run_dir / "config.yaml")
-    save_array_atomic(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if on_start is not None:
+            on_start(run_dir)
+        dump_config(config, run_dir / "config.yaml")
+        save_array_atomic(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+    dist_utils.barrier()
     logger.info("run directory: %s (device %s)", run_dir, device)
 
     started = time.monotonic()
@@ -390,7 +403,8 @@ def run_training(
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupt_message(trainer, run_dir)) from None
     summary = test_summary(trainer, data, run_dir, time.monotonic() - started)
-    write_bytes_atomic(run_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
+    if main_process:
+        write_bytes_atomic(run_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
     return summary
 
 

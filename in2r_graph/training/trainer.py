@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import time
@@ -13,7 +15,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config
 from ..data.pairs import PairData, to_device
@@ -22,6 +25,7 @@ from ..losses import hinge_hardest, info_nce, per_sample_hinge
 from ..memory import MemoryBank
 from ..rectify import GraphOptions, synthesize_prototypes
 from ..selection import clean_probability, split_clean
+from . import distributed as dist_utils
 from .checkpoint import capture_rng_state, deferred_keyboard_interrupt, restore_rng_state, save_atomic
 from .errors import NonFiniteLossError
 from .network import Network
@@ -36,6 +40,24 @@ NET_NAMES = ("A", "B")
 SplitHook = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]
 # Called after each co-training epoch with (trainer, epoch); returns diagnostics to log.
 EpochHook = Callable[["Trainer", int], dict[str, float]]
+
+
+class _StepModule(nn.Module):
+    """Run one network's whole per-step loss computation as a single forward call.
+
+    DistributedDataParallel synchronises the gradients of the parameters that
+    a forward call used, and it expects one forward per backward. A training
+    step encodes several views and runs the refiners, so the whole step is
+    this module's forward. In a single process it is a plain call.
+    """
+
+    def __init__(self, network: Network, compute: Callable[..., dict[str, Tensor]]) -> None:
+        super().__init__()
+        self.network = network
+        self.compute = compute
+
+    def forward(self, *args: Any) -> dict[str, Tensor]:
+        return self.compute(self.network, *args)
 
 
 class Trainer:
@@ -92,6 +114,27 @@ class Trainer:
             for optimizer in self.optimizers
         ]
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.distributed = dist_utils.is_distributed()
+        self.is_main = dist_utils.is_main_process()
+        self.step_modules: list[nn.Module] = []
+        for net in self.networks:
+            module: nn.Module = _StepModule(net, self._compute_terms)
+            if self.distributed:
+                # Refiners sit idle in warm-up and in skipped rectification steps, and the
+                # banks are kept equal by gathering pushes, so they are not broadcast.
+                module = DistributedDataParallel(
+                    module,
+                    device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=True,
+                    broadcast_buffers=False,
+                )
+            self.step_modules.append(module)
+        self.rank_state: list[dict[str, Any]] = []
+        self._skipped_step = False
+        if self.rectifying:
+            logger.info(
+                "neighbour search: backend %r on %s", config.rectify.search_backend, device
+            )
         self.epoch = 0
         # Epochs contained in checkpoints/last.pt (0 before the first save).
         self.saved_epoch = 0
@@ -172,8 +215,11 @@ class Trainer:
                 improved = dev_metrics["rsum"] > self.best_rsum
                 if improved:
                     self.best_rsum, self.best_epoch = dev_metrics["rsum"], epoch
-                self._save(improved)
-                self._write_metrics()
+                if self.is_main:
+                    self._save(improved)
+                    self._write_metrics()
+                self.saved_epoch = self.epoch
+                dist_utils.barrier()
             logger.info(
                 "epoch %d/%d (%s) dev rSum %.1f%s, %.0fs",
                 epoch + 1,
@@ -183,6 +229,9 @@ class Trainer:
                 " (best)" if improved else "",
                 record["seconds"],
             )
+        if self.distributed:
+            path = self.run_dir / f"rank{dist_utils.rank()}_state.json"
+            path.write_text(json.dumps(self.rank_state, indent=1), encoding="utf-8")
         return {"best_epoch": self.best_epoch, "best_dev_rsum": self.best_rsum, "epochs": self.epoch}
 
     def _save(self, improved: bool) -> None:
@@ -241,6 +290,18 @@ class Trainer:
     def _inputs(self, data: PairData, indices: np.ndarray) -> tuple[Any, Any]:
         return to_device(data.images(indices), self.device), to_device(data.texts(indices), self.device)
 
+    def _compute_terms(self, net: Network, kind: str, *args: Any) -> dict[str, Tensor]:
+        """Compute the loss terms of one step; called through the network's step module."""
+        autocast = self.config.train.amp and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            if kind == "contrastive":
+                images, texts = args
+                cfg = self.config.train
+                return {"nce_loss": info_nce(net.encode_images(images), net.encode_texts(texts), cfg.temperature)}
+            if kind == "warmup":
+                return self._warmup_terms(net, *args)
+            return self._cotrain_terms(net, *args)
+
     # ------------------------------------------------------------------ warm-up
 
     def _warmup_epoch(self, epoch: int) -> dict[str, Any]:
@@ -251,13 +312,12 @@ class Trainer:
             net.train()
             sums: dict[str, float] = defaultdict(float)
             batches = self._batches(pairs)
-            progress = Progress(len(batches), f"epoch {epoch + 1} warm-up net {name}", cfg.progress)
+            progress = Progress(len(batches), f"epoch {epoch + 1} warm-up net {name}", cfg.progress and self.is_main)
+            step_module = self.step_modules[NET_NAMES.index(name)]
             for step, indices in enumerate(batches):
-                images, texts = self._inputs(self.train_data, indices)
-                if self.method == "contrastive":
-                    terms = {"nce_loss": info_nce(net.encode_images(images), net.encode_texts(texts), cfg.temperature)}
-                else:
-                    terms = self._warmup_terms(net, images, texts)
+                images, texts = self._inputs(self.train_data, dist_utils.shard(indices))
+                kind = "contrastive" if self.method == "contrastive" else "warmup"
+                terms = step_module(kind, images, texts)
                 total = self._step(net, optimizer, terms, epoch, step, name)
                 for key, value in terms.items():
                     sums[key] += float(value.detach())
@@ -279,7 +339,7 @@ class Trainer:
 
     def _step(self, net: Network, optimizer, terms: dict[str, Tensor], epoch: int, step: int, name: str) -> float:
         total = sum(terms.values())
-        if not torch.isfinite(total):
+        if not dist_utils.all_ranks_true(bool(torch.isfinite(total)), self.device):
             values = ", ".join(f"{key}={float(value.detach()):.4g}" for key, value in terms.items())
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {epoch + 1}, step {step + 1}, net {name}: {values}; "
@@ -311,7 +371,10 @@ class Trainer:
         if keep_embeddings:
             dim = self.config.model.embed_dim
             embeddings = (torch.zeros(count, dim, dtype=torch.float16), torch.zeros(count, dim, dtype=torch.float16))
-        for indices in np.array_split(order, chunks):
+        for chunk in np.array_split(order, chunks):
+            indices = dist_utils.shard(chunk)
+            if len(indices) == 0:
+                continue
             images, texts = self._inputs(self.train_data, indices)
             image_embeddings, text_embeddings = net.encode_images(images), net.encode_texts(texts)
             losses[indices] = per_sample_hinge(image_embeddings, text_embeddings, self.config.train.margin).cpu().numpy()
@@ -319,6 +382,11 @@ class Trainer:
                 rows = torch.from_numpy(indices)
                 embeddings[0][rows] = image_embeddings.cpu().half()
                 embeddings[1][rows] = text_embeddings.cpu().half()
+        if self.distributed:
+            # Each rank scored its shard of every chunk; the rows of the others are zero.
+            losses = dist_utils.all_reduce_sum(losses, self.device)
+            if embeddings is not None:
+                embeddings = tuple(dist_utils.all_reduce_sum_tensor(part, self.device) for part in embeddings)
         if not np.isfinite(losses).all():
             raise NonFiniteLossError(
                 f"{int((~np.isfinite(losses)).sum())} of {count} per-sample losses are NaN or infinite before "
@@ -338,7 +406,9 @@ class Trainer:
         probabilities, embeddings = [], []
         for index, net in enumerate(self.networks):
             losses, kept = self.per_sample_losses(net, epoch, keep_embeddings=cold[index])
-            probabilities.append(clean_probability(losses, seed=cfg.seed + epoch))
+            # The mixture is fitted once, on rank 0, and every rank trains on that split.
+            prob = clean_probability(losses, seed=cfg.seed + epoch) if self.is_main else None
+            probabilities.append(dist_utils.broadcast_array(prob, self.device))
             embeddings.append(kept)
         self.last_clean_prob = [torch.from_numpy(prob).float() for prob in probabilities]
 
@@ -347,6 +417,7 @@ class Trainer:
             peer_prob = probabilities[1 - index]
             labeled = split_clean(peer_prob, cfg.clean_threshold, cfg.min_noisy_fraction)
             record[f"{name}/labeled_fraction"] = float(labeled.mean())
+            digest = {"epoch": epoch, "net": name, "split_sha1": hashlib.sha1(labeled.tobytes()).hexdigest()}
             if self.split_hook is not None:
                 for key, value in self.split_hook(name, labeled, peer_prob).items():
                     record[f"{name}/{key}"] = value
@@ -355,6 +426,8 @@ class Trainer:
             record.update({f"{name}/{key}": value for key, value in self._train_split(epoch, index, labeled, peer_prob).items()})
             if net.bank is not None:
                 record[f"{name}/bank_fill"] = net.bank.size / net.bank.capacity
+                digest["bank_sha1"] = _bank_digest(net.bank)
+            self.rank_state.append(digest)
         if self.epoch_hook is not None:
             record.update(self.epoch_hook(self, epoch))
         return record
@@ -382,27 +455,12 @@ class Trainer:
         batches = self._batches(labeled_ids)
         sums: dict[str, float] = defaultdict(float)
         skipped = 0
-        progress = Progress(len(batches), f"epoch {epoch + 1} co-train net {name}", cfg.progress)
+        progress = Progress(len(batches), f"epoch {epoch + 1} co-train net {name}", cfg.progress and self.is_main)
         for step, indices in enumerate(batches):
-            images, texts = self._inputs(self.train_data, indices)
-            image_view1, image_view2 = net.encode_images(images), net.encode_images(images)
-            text_view1, text_view2 = net.encode_texts(texts), net.encode_texts(texts)
-            terms = {
-                "hinge_loss": hinge_hardest(image_view1, text_view1, cfg.margin),
-                "image_view_loss": cfg.intra_weight * hinge_hardest(image_view1, image_view2, cfg.view_margin),
-                "text_view_loss": cfg.intra_weight * hinge_hardest(text_view1, text_view2, cfg.view_margin),
-            }
-            if net.bank is not None:
-                confident = (prob_tensor[torch.from_numpy(indices)] > push_threshold).to(self.device)
-                ids = torch.from_numpy(indices).to(self.device)
-                net.bank.push(image_view1[confident], text_view1[confident], ids[confident])
-            if self.rectifying:
-                unlabeled = next(unlabeled_batches, None)
-                bank = self._search_bank(index)
-                if unlabeled is not None and bank_ready(bank, rectify.k):
-                    terms.update(self._rectify_terms(net, bank, unlabeled))
-                else:
-                    skipped += 1
+            unlabeled = next(unlabeled_batches, None) if self.rectifying else None
+            local_unlabeled = None if unlabeled is None else dist_utils.shard(unlabeled)
+            terms = self.step_modules[index]("cotrain", index, dist_utils.shard(indices), local_unlabeled, prob_tensor, push_threshold)
+            skipped += int(self._skipped_step)
             total = self._step(net, optimizer, terms, epoch, step, name)
             for key, value in terms.items():
                 sums[key] += float(value.detach())
@@ -419,6 +477,41 @@ class Trainer:
         result = {key: value / max(1, len(batches)) for key, value in sums.items()}
         result["rectify_skipped"] = skipped
         return result
+
+    def _cotrain_terms(
+        self,
+        net: Network,
+        index: int,
+        indices: np.ndarray,
+        unlabeled: np.ndarray | None,
+        prob: Tensor,
+        push_threshold: float,
+    ) -> dict[str, Tensor]:
+        """Labeled hinge terms, the bank push and (when possible) the rectification terms of one step."""
+        cfg, rectify = self.config.train, self.config.rectify
+        images, texts = self._inputs(self.train_data, indices)
+        image_view1, image_view2 = net.encode_images(images), net.encode_images(images)
+        text_view1, text_view2 = net.encode_texts(texts), net.encode_texts(texts)
+        terms = {
+            "hinge_loss": hinge_hardest(image_view1, text_view1, cfg.margin),
+            "image_view_loss": cfg.intra_weight * hinge_hardest(image_view1, image_view2, cfg.view_margin),
+            "text_view_loss": cfg.intra_weight * hinge_hardest(text_view1, text_view2, cfg.view_margin),
+        }
+        if net.bank is not None:
+            confident = (prob[torch.from_numpy(indices)] > push_threshold).to(self.device)
+            ids = torch.from_numpy(indices).to(self.device)
+            pushed = (image_view1.detach()[confident], text_view1.detach()[confident], ids[confident])
+            # Every rank pushes every rank's confident pairs, so all banks stay equal.
+            pushed = tuple(dist_utils.all_gather_rows(part) for part in pushed)
+            net.bank.push(*pushed)
+        self._skipped_step = False
+        if self.rectifying:
+            bank = self._search_bank(index)
+            if unlabeled is not None and len(unlabeled) >= 2 and bank_ready(bank, rectify.k):
+                terms.update(self._rectify_terms(net, bank, unlabeled))
+            else:
+                self._skipped_step = True
+        return terms
 
     def _rectify_terms(self, net: Network, bank: MemoryBank, indices: np.ndarray) -> dict[str, Tensor]:
         cfg, rectify = self.config.train, self.config.rectify
@@ -466,6 +559,15 @@ class Trainer:
 
 
 @torch.no_grad()
+def _bank_digest(bank: MemoryBank) -> str:
+    """Return a hash of a bank's valid entries (compared across ranks by the distributed test)."""
+    images, texts, ids = bank.valid()
+    digest = hashlib.sha1()
+    for part in (images, texts, ids):
+        digest.update(part.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def encode_split(net: Network, data: PairData, device: torch.device, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """Return eval-mode embeddings ``(M, D)`` of every image and ``(N, D)`` of every caption."""
     net.eval()

@@ -218,3 +218,22 @@ def test_resume_corrupt_checkpoint_rejected(finished_run, cli_in_process):
 
     assert result.returncode == 2
     assert f"checkpoint {last} cannot be read" in result.stderr
+
+
+def test_resume_saved_before_new_key(finished_run, cli_in_process):
+    # A run saved by a version without rectify.bank_owner resumes with that key's default.
+    last = finished_run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]["rectify"]["bank_owner"]
+    torch.save(state, last)
+    config = finished_run / "config.yaml"
+    config.write_text(
+        "".join(line for line in config.read_text(encoding="utf-8").splitlines(True) if "bank_owner" not in line),
+        encoding="utf-8",
+    )
+
+    result = cli_in_process("train", "--resume", finished_run, "--epochs", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    assert _saved_epoch(finished_run) == 2
