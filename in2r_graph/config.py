@@ -88,6 +88,11 @@ class RectifyConfig:
     bank_owner: str = _field(
         "own", "Bank a network searches: `own` (its own embeddings of peer-trusted pairs) or `peer`."
     )
+    bank_sharding: bool = _field(
+        False,
+        "Under torchrun: split each bank across the ranks and search it with a distributed top-k "
+        "(for banks larger than one device's memory); by default every rank holds the whole bank.",
+    )
     weight: float = _field(0.5, "Weight of each rectification loss term.")
     rectify_images: bool = _field(True, "Synthesise caption prototypes for suspected-noisy images.")
     rectify_texts: bool = _field(True, "Synthesise image prototypes for suspected-noisy captions.")

@@ -88,10 +88,24 @@ def synthesize_prototypes(
     Shapes:
         queries (B, D); bank_keys, bank_partners (Q, D) -> prototypes (B, D).
     """
-    graph = graph or GraphOptions()
     found = retrieve_neighbourhood(
         queries, bank_keys, bank_partners, k, query_ids=query_ids, key_ids=key_ids, backend=backend
     )
+    return refine_neighbourhood(queries, found, refiner, graph), found
+
+
+def refine_neighbourhood(
+    queries: Tensor, found: Neighbourhood, refiner: nn.Module, graph: GraphOptions | None = None
+) -> Tensor:
+    """Build the graphs of an already retrieved neighbourhood and return the refiner's prototypes.
+
+    Use it when the neighbours come from elsewhere than one local bank, such
+    as a bank sharded across processes.
+
+    Shapes:
+        queries (B, D); found.partners, found.keys (B, k, D) -> prototypes (B, D).
+    """
+    graph = graph or GraphOptions()
     batch = build_neighbourhood_batch(
         found.partners,
         keys=found.keys,
@@ -102,4 +116,4 @@ def synthesize_prototypes(
         knn_edges=graph.knn_edges,
         edge_weights=graph.edge_weights,
     )
-    return refiner(batch), found
+    return refiner(batch)

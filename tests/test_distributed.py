@@ -84,3 +84,20 @@ def test_two_ranks_match_single_process(tmp_path, flickr8k_root):
     one_rsum = next(iter(one["test"].values()))["rsum"]
     assert one_rsum > 30  # the slice learns something, so the comparison means something
     assert abs(two_rsum - one_rsum) <= RSUM_RELATIVE_TOLERANCE * one_rsum
+
+
+def test_sharded_bank_topk_equals_whole_bank(tmp_path):
+    if not TORCHRUN.is_file():
+        pytest.skip(f"torchrun not found next to {sys.executable}")
+    script = Path(__file__).parent / "distributed_scripts" / "sharded_topk.py"
+    _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)], tmp_path, timeout=300)
+    assert (tmp_path / "rank0.ok").is_file()
+    assert (tmp_path / "rank1.ok").is_file()
+
+
+@pytest.mark.slow
+def test_sharded_banks_train(tmp_path):
+    _torchrun(tmp_path, *TINY, "--set", "rectify.bank_sharding=true", "--out-dir", str(tmp_path), "--run-name", "sharded")
+    metrics = (tmp_path / "sharded" / "metrics.csv").read_text()
+    assert "A/image_rectify_loss" in metrics
+    assert (tmp_path / "sharded" / "summary.json").is_file()

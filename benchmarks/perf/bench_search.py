@@ -20,9 +20,12 @@ recall@10 >= 0.95 at >= 5x the exact speed on the largest bank.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import faiss
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 import common
 from in2r_graph.search import FaissIVFIndex, choose_exact_backend, faiss_search, knn_search, torch_search
@@ -133,24 +136,44 @@ def faiss_setting_rows(bank: int, dim: int, repeats: int) -> list[dict]:
     ]
 
 
-def ivf_rows(bank: int, dim: int, nprobes: list[int], repeats: int) -> tuple[list[dict], list[dict]]:
-    """Sweep ``nprobe`` of an IVF index on uniform and clustered keys; return (rows, build info)."""
-    rows, builds = [], []
+def ivf_datasets(mode: str, flickr8k: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Return ``{name: (keys, queries)}`` for the IVF sweep.
+
+    ``clustered`` and ``uniform`` are synthetic banks of the size under test.
+    ``minilm-flickr8k`` holds real caption embeddings: the train and dev
+    captions as keys and the first test captions as queries, when the
+    Flickr8k folder exists.
+    """
+    bank, dim = common.pick(mode, (8192, 32), (1048576, 256), (1048576, 256))
     generator = torch.Generator().manual_seed(2)
     centers = uniform_keys(max(1, bank // 256), dim, generator)
-    datasets = {
-        "uniform": (uniform_keys(bank, dim, generator), uniform_keys(BATCH, dim, generator)),
-        "clustered": (clustered_keys(bank, dim, centers, generator), clustered_keys(BATCH, dim, centers, generator)),
-    }
+    datasets = {"clustered": (clustered_keys(bank, dim, centers, generator), clustered_keys(BATCH, dim, centers, generator))}
+    if mode != "quick":
+        datasets["uniform"] = (uniform_keys(bank, dim, generator), uniform_keys(BATCH, dim, generator))
+    if mode != "tiny" and flickr8k.is_dir():
+        parts = [np.load(flickr8k / f"{split}_caps_minilm.npy") for split in ("train", "dev", "test")]
+        keys = torch.from_numpy(np.concatenate(parts[:2])).float()
+        queries = torch.from_numpy(parts[2][:BATCH]).float()
+        datasets["minilm-flickr8k"] = (F.normalize(keys, dim=1), F.normalize(queries, dim=1))
+    return datasets
+
+
+def ivf_rows(
+    datasets: dict[str, tuple[torch.Tensor, torch.Tensor]], nprobes: list[int], repeats: int
+) -> tuple[list[dict], list[dict]]:
+    """Sweep ``nprobe`` of an IVF index with the default ``nlist`` on every dataset; return (rows, builds)."""
+    rows, builds = [], []
     for name, (keys, queries) in datasets.items():
         backend = choose_exact_backend(queries, keys)
         exact_ms = common.time_side_by_side({"exact": lambda: knn_search(queries, keys, K, backend=backend)}, repeats)
         exact_positions = knn_search(queries, keys, K, backend=backend)[1]
         index = FaissIVFIndex(keys)
+        bank, dim = keys.shape
         builds.append({"data": name, "bank": bank, "dim": dim, "nlist": index.nlist, "build_s": index.build_seconds})
-        searches = {str(nprobe): (lambda nprobe=nprobe: index.search(queries, K, nprobe=nprobe)) for nprobe in nprobes}
+        usable = [nprobe for nprobe in nprobes if nprobe <= index.nlist]
+        searches = {str(nprobe): (lambda nprobe=nprobe: index.search(queries, K, nprobe=nprobe)) for nprobe in usable}
         times = common.time_side_by_side(searches, repeats=repeats)
-        for nprobe in nprobes:
+        for nprobe in usable:
             positions = index.search(queries, K, nprobe=nprobe)[1]
             found = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(positions, exact_positions))
             ivf_ms = times[str(nprobe)]["median_ms"]
@@ -195,31 +218,39 @@ def main(argv: list[str] | None = None) -> dict:
     settings = faiss_setting_rows(*setting_size, repeats)
     print(common.format_table(settings))
 
-    ivf_bank, ivf_dim = common.pick(mode, (8192, 32), (1048576, 256), (1048576, 256))
-    nprobes = common.pick(mode, [1, 8], [4, 8, 16, 32, 64], [1, 2, 4, 8, 16, 32, 64, 128])
-    print(f"\nFAISS IVF, bank {ivf_bank}, dim {ivf_dim}")
-    ivf, builds = ivf_rows(ivf_bank, ivf_dim, nprobes, repeats)
+    nprobes = common.pick(mode, [1, 8], [2, 4, 8, 16, 32, 64], [1, 2, 4, 8, 16, 32, 64, 128])
+    print("\nFAISS IVF")
+    ivf, builds = ivf_rows(ivf_datasets(mode, args.flickr8k), nprobes, repeats)
     print(common.format_table(builds))
 
+    # The targets cover the bank sizes of the issue's table (16,384 keys and
+    # up); smaller banks are measured to set the auto rule.
+    graded = [row for row in exact if row["bank"] >= 16384] or exact
     targets = [
         common.target(
-            "auto / faster exact backend, worst size", max(row["auto_vs_faster_exact"] for row in exact), 1.1, at_least=False
+            "auto / faster exact backend, worst size", max(row["auto_vs_faster_exact"] for row in graded), 1.1, at_least=False
         ),
         common.target(
-            "auto speed / bare torch.mm speed, worst size", min(row["auto_speed_vs_mm"] for row in exact), 0.8, at_least=True
+            "auto speed / bare torch.mm speed, worst size", min(row["auto_speed_vs_mm"] for row in graded), 0.8, at_least=True
         ),
         common.target(
             "torch backend speed / bare torch.mm speed, worst size",
-            min(row["torch_speed_vs_mm"] for row in exact),
+            min(row["torch_speed_vs_mm"] for row in graded),
             0.8,
             at_least=True,
         ),
     ]
-    for data in ("clustered", "uniform"):
+    largest = max(build["bank"] for build in builds)
+    for build in builds:
+        data = build["data"]
         best = best_ivf(ivf, data)
-        name = f"IVF speed-up at recall@10 >= 0.95, {data} keys, bank {ivf_bank}"
+        name = f"IVF speed-up at recall@10 >= 0.95, {data} keys, bank {build['bank']}"
+        if build["bank"] < largest:
+            continue  # the target is set for the largest bank only; smaller ones are in the table
         if best is None:
-            targets.append({"target": name, "value": None, "limit": ">= 5x", "met": False, "note": "no nprobe reached recall 0.95"})
+            targets.append(
+                {"target": name, "value": None, "limit": ">= 5x", "met": False, "note": "no nprobe reached recall 0.95"}
+            )
         else:
             targets.append({**common.target(name, best["speedup"], 5.0, at_least=True), "nprobe": best["nprobe"]})
     print()

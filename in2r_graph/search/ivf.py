@@ -37,16 +37,17 @@ from .knn import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NPROBE = 32
+DEFAULT_NPROBE = 16
 """Cells scanned per query when the caller does not set ``nprobe``.
 
-On the clustered 1,048,576 x 256 bank of ``benchmarks/perf/bench_search.py``
-(1,024 cells) this reached recall@10 >= 0.95. Recall depends on how clustered
-the keys are: on keys spread uniformly over the sphere it is far lower.
+NOTE: recall at a given ``nprobe`` depends on how clustered the keys are.
+See ``benchmarks/perf/README.md`` for the measured recall on clustered,
+uniform and real caption embeddings, and raise ``nprobe`` when recall matters
+more than speed.
 """
 
-TRAIN_POINTS_PER_LIST = 64
-"""Keys sampled per cell to train the k-means quantizer (FAISS warns below 39)."""
+TRAIN_POINTS_PER_LIST = 39
+"""Keys sampled per cell to train the k-means quantizer (the fewest for which FAISS does not warn)."""
 
 MAX_CACHED_INDEXES = 2
 """Indexes the ``faiss-ivf`` backend keeps, one per key matrix (two co-trained networks)."""
@@ -55,8 +56,13 @@ _FINGERPRINT_ROWS = 64
 
 
 def default_nlist(num_keys: int) -> int:
-    """Return the default number of cells: ``sqrt(Q)`` rounded, at most ``Q / 39``, at least 1."""
-    return max(1, min(round(math.sqrt(num_keys)), num_keys // 39))
+    """Return the default number of cells: ``4 sqrt(Q)``, at most ``Q / 39``, at least 1.
+
+    More cells make each probed cell smaller, so a search reads fewer keys
+    at one ``nprobe``, but the k-means training grows with the square of the
+    number of cells.
+    """
+    return max(1, min(round(4 * math.sqrt(num_keys)), num_keys // TRAIN_POINTS_PER_LIST))
 
 
 class FaissIVFIndex:

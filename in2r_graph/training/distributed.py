@@ -142,3 +142,69 @@ def shutdown() -> None:
     """Leave the process group."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def sharded_neighbourhood(
+    queries: Tensor,
+    query_ids: Tensor,
+    bank_keys: Tensor,
+    bank_partners: Tensor,
+    bank_ids: Tensor,
+    k: int,
+    backend: str = "torch",
+):
+    """Search a bank whose entries are spread over the ranks (distributed top-k).
+
+    Every rank sends its queries to all ranks, searches its own shard for all
+    of them, and the per-shard candidates are gathered and merged. Returns
+    this rank's :class:`~in2r_graph.rectify.Neighbourhood`, or ``None`` on
+    every rank when some query of any rank has fewer than ``k`` usable
+    neighbours in the whole bank (the caller skips rectification then).
+
+    Shapes:
+        queries (b, D), query_ids (b,); bank_* (Q_r, D) and (Q_r,) -> sims (b, k),
+        partners and keys (b, k, D).
+    """
+    from ..rectify import Neighbourhood
+    from ..search.knn import knn_search
+
+    counts = all_gather_rows(torch.tensor([queries.size(0)], device=queries.device))
+    all_queries = all_gather_rows(queries)  # (B, D), the queries of every rank
+    all_ids = all_gather_rows(query_ids)
+    total, dim = all_queries.shape
+
+    sims = torch.full((total, k), float("-inf"), device=queries.device, dtype=queries.dtype)
+    partners = torch.zeros(total, k, dim, device=queries.device, dtype=queries.dtype)
+    keys = torch.zeros_like(partners)
+    # A shard may hold copies of a query's own pair: ask for extra candidates and mask them.
+    copies = int(torch.bincount(bank_ids.clamp(min=0)).max()) if bank_ids.numel() else 0
+    wanted = min(k + copies, bank_keys.size(0))
+    if wanted > 0:
+        local_sims, positions = knn_search(all_queries, bank_keys, wanted, backend=backend)
+        own = bank_ids[positions] == all_ids.view(-1, 1)
+        local_sims = local_sims.masked_fill(own, float("-inf"))
+        local_sims, order = local_sims.topk(min(k, wanted), dim=1)
+        positions = positions.gather(1, order)
+        found = local_sims.size(1)
+        sims[:, :found] = local_sims
+        partners[:, :found] = bank_partners[positions]
+        keys[:, :found] = bank_keys[positions]
+
+    # (world * B, k, ...) -> (B, world * k, ...) candidates per query, then the global top-k.
+    world = world_size()
+    gathered_sims = all_gather_rows(sims).view(world, total, k).permute(1, 0, 2).reshape(total, world * k)
+    gathered_partners = all_gather_rows(partners).view(world, total, k, dim).permute(1, 0, 2, 3).reshape(total, world * k, dim)
+    gathered_keys = all_gather_rows(keys).view(world, total, k, dim).permute(1, 0, 2, 3).reshape(total, world * k, dim)
+    best_sims, best = gathered_sims.topk(k, dim=1)
+    if not bool(torch.isfinite(best_sims).all()):
+        return None
+    start = int(counts[: rank()].sum())
+    rows = slice(start, start + queries.size(0))
+    index = best[rows].unsqueeze(-1).expand(-1, -1, dim)
+    return Neighbourhood(
+        sims=best_sims[rows],
+        positions=best[rows],
+        partners=gathered_partners[rows].gather(1, index),
+        keys=gathered_keys[rows].gather(1, index),
+    )

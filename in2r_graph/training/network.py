@@ -8,6 +8,7 @@ from ..config import Config
 from ..encoders.factory import build_image_encoder, build_text_encoder
 from ..memory import MemoryBank
 from ..refiners import build_refiner
+from . import distributed as dist_utils
 
 
 class Network(nn.Module):
@@ -52,11 +53,14 @@ DEFAULT_MAX_BANK_SIZE = 65536
 def resolve_bank_size(config: Config, num_pairs: int) -> int:
     """Return the bank capacity: the configured one, or the training-set size capped at 65,536.
 
-    A bank larger than the training set only holds stale second copies of the same pairs.
+    A bank larger than the training set only holds stale second copies of the
+    same pairs. With ``rectify.bank_sharding`` each rank holds its share of it.
     """
-    if config.rectify.bank_size is not None:
-        return config.rectify.bank_size
-    return min(DEFAULT_MAX_BANK_SIZE, num_pairs)
+    size = config.rectify.bank_size if config.rectify.bank_size is not None else min(DEFAULT_MAX_BANK_SIZE, num_pairs)
+    if config.rectify.bank_sharding:
+        # Each rank keeps its share; the distributed top-k searches all shards.
+        size = -(-size // dist_utils.world_size())
+    return size
 
 
 def resolve_encoder_kinds(config: Config, image_kind: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from ..data.pairs import PairData, to_device
 from ..evaluation.retrieval import retrieval_metrics
 from ..losses import hinge_hardest, info_nce, per_sample_hinge
 from ..memory import MemoryBank
-from ..rectify import GraphOptions, synthesize_prototypes
+from ..rectify import GraphOptions, refine_neighbourhood, synthesize_prototypes
 from ..selection import clean_probability, split_clean
 from . import distributed as dist_utils
 from .checkpoint import capture_rng_state, deferred_keyboard_interrupt, restore_rng_state, save_atomic
@@ -129,6 +129,7 @@ class Trainer:
                     broadcast_buffers=False,
                 )
             self.step_modules.append(module)
+        self.sharded_banks = self.distributed and config.rectify.bank_sharding
         self.rank_state: list[dict[str, Any]] = []
         self._skipped_step = False
         if self.rectifying:
@@ -437,7 +438,9 @@ class Trainer:
         confident = np.flatnonzero(labeled & (prob > prob[labeled].mean()))
         if len(confident) == 0:
             return
-        chosen = self._permutation(confident)[: net.bank.capacity]
+        chosen = self._permutation(confident)[: net.bank.capacity * (dist_utils.world_size() if self.sharded_banks else 1)]
+        if self.sharded_banks:
+            chosen = chosen[dist_utils.rank() :: dist_utils.world_size()]
         rows = torch.from_numpy(chosen)
         device = net.bank.images.device
         net.bank.push(embeddings[0][rows].float().to(device), embeddings[1][rows].float().to(device), rows.to(device))
@@ -501,13 +504,19 @@ class Trainer:
             confident = (prob[torch.from_numpy(indices)] > push_threshold).to(self.device)
             ids = torch.from_numpy(indices).to(self.device)
             pushed = (image_view1.detach()[confident], text_view1.detach()[confident], ids[confident])
-            # Every rank pushes every rank's confident pairs, so all banks stay equal.
-            pushed = tuple(dist_utils.all_gather_rows(part) for part in pushed)
+            if not self.sharded_banks:
+                # Every rank pushes every rank's confident pairs, so all banks stay equal.
+                pushed = tuple(dist_utils.all_gather_rows(part) for part in pushed)
             net.bank.push(*pushed)
         self._skipped_step = False
         if self.rectifying:
             bank = self._search_bank(index)
-            if unlabeled is not None and len(unlabeled) >= 2 and bank_ready(bank, rectify.k):
+            if self.sharded_banks and unlabeled is not None:
+                # Every rank joins the distributed search, whatever its own shard holds.
+                sharded_terms = self._sharded_rectify_terms(net, bank, unlabeled)
+                terms.update(sharded_terms)
+                self._skipped_step = not sharded_terms
+            elif unlabeled is not None and len(unlabeled) >= 2 and bank_ready(bank, rectify.k):
                 terms.update(self._rectify_terms(net, bank, unlabeled))
             else:
                 self._skipped_step = True
@@ -532,6 +541,29 @@ class Trainer:
                 text_queries, bank_texts, bank_images, net.image_refiner, rectify.k, **options
             )
             terms["text_rectify_loss"] = rectify.weight * info_nce(text_queries, image_prototypes, cfg.temperature)
+        return terms
+
+    def _sharded_rectify_terms(self, net: Network, bank: MemoryBank, indices: np.ndarray) -> dict[str, Tensor]:
+        """Rectification terms with the bank spread over the ranks; empty when it cannot give k neighbours."""
+        cfg, rectify = self.config.train, self.config.rectify
+        images, texts = self._inputs(self.train_data, indices)
+        query_ids = torch.from_numpy(indices).to(self.device)
+        bank_images, bank_texts, bank_ids = bank.valid()
+        terms = {}
+        directions = []
+        if rectify.rectify_images:
+            directions.append(("image_rectify_loss", net.encode_images(images), bank_images, bank_texts, net.text_refiner))
+        if rectify.rectify_texts:
+            directions.append(("text_rectify_loss", net.encode_texts(texts), bank_texts, bank_images, net.image_refiner))
+        for name, queries, keys, partners, refiner in directions:
+            found = dist_utils.sharded_neighbourhood(
+                queries.detach(), query_ids, keys, partners, bank_ids, rectify.k, backend=rectify.search_backend
+            )
+            if found is None:
+                return {}
+            if queries.size(0) >= 2:
+                prototypes = refine_neighbourhood(queries, found, refiner, self.graph)
+                terms[name] = rectify.weight * info_nce(queries, prototypes, cfg.temperature)
         return terms
 
     # ------------------------------------------------------------------ evaluation
