@@ -323,6 +323,7 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"data.noise_seed={data.noise_seed} is invalid; expected an integer in [0, 2**32)")
     if data.max_train_pairs is not None and data.max_train_pairs < 1:
         raise ConfigError(f"data.max_train_pairs={data.max_train_pairs} is invalid; expected a positive count")
+
     _choice(model.image_encoder, ("auto", "global", "region", "thumbnail"), "model.image_encoder")
     _choice(model.text_encoder, ("auto", "embedding", "gru"), "model.text_encoder")
     if model.embed_dim < 1:
@@ -337,6 +338,7 @@ def validate_config(config: Config) -> None:
                 f"(model.text_encoder={model.text_encoder!r}, data.text_features={data.text_features!r}); word "
                 "vectors feed only the bi-GRU, so set data.text_features to empty or drop model.word_vectors"
             )
+
     if rectify.k < 1:
         raise ConfigError(f"rectify.k={rectify.k} is invalid; a prototype needs at least 1 neighbour")
     if rectify.bank_size is not None and rectify.bank_size < 1:
@@ -355,6 +357,7 @@ def validate_config(config: Config) -> None:
         raise ConfigError("rectify.readout='query' needs rectify.query_node=true")
     if rectify.topology == "star" and not rectify.query_node:
         raise ConfigError("rectify.topology='star' links neighbours to the query, so it needs rectify.query_node=true")
+
     _choice(train.method, ("in2r", "co-divide", "contrastive"), "train.method")
     # NumPy and scikit-learn take seeds below 2**32, and the trainer adds the epoch to this one.
     if not 0 <= train.seed < 2**31:

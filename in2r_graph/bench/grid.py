@@ -38,7 +38,6 @@ from typing import Any
 import yaml
 
 from ..config import SECTIONS, Config, ConfigError, resolve_key, validate_config
-from ..refiners import build_refiner
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +343,8 @@ def check_refiner(config: Config) -> None:
     """
     if config.train.method != "in2r":
         return
+    from ..refiners import build_refiner  # PyTorch Geometric loads slowly; only grids with in2r cells need it
+
     rectify = config.rectify
     try:
         build_refiner(

@@ -17,7 +17,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..bench.command import run_bench_command  # noqa: E402
 from ..config import Config, ConfigError, field_help, load_config  # noqa: E402
 from ..data.errors import DataError  # noqa: E402
 from ..training.checkpoint import CheckpointError  # noqa: E402
@@ -27,7 +26,7 @@ logger = logging.getLogger("in2r_graph")
 
 # Exit codes: 2 for invalid input (settings, files, checkpoints), 1 for a run
 # that failed on valid input, 130 for Ctrl-C. Neither kind prints a traceback
-# on the terminal; the run's log file holds it.
+# on the terminal; the run's log file contains it.
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
 RUN_ERRORS = (NonFiniteLossError, OSError)
 
@@ -289,6 +288,13 @@ def run_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    # Imported on use: the runner loads PyTorch Geometric, which other commands do not need.
+    from ..bench.command import run_bench_command
+
+    return run_bench_command(args)
+
+
 def run_refiners(args: argparse.Namespace) -> int:
     from ..refiners import get_refiner_class, list_refiners
 
@@ -329,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": run_noise,
         "refiners": run_refiners,
         "config": run_config,
-        "bench": run_bench_command,
+        "bench": run_bench,
     }
     try:
         return handlers[args.command](args)

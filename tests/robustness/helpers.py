@@ -14,8 +14,9 @@ import numpy as np
 
 CLI_TIMEOUT_S = 240
 
-# Commands run side by side by run_cases: most of a failing command's time is
-# spent importing torch, so two at a time halve the wall time on two cores.
+# Commands that run_cases runs side by side. A failing command spends most of
+# its time importing torch and the package, which keeps one core busy, so two
+# at a time about halve the wall time on two idle cores.
 PARALLEL_COMMANDS = max(1, min(2, os.cpu_count() or 1))
 
 # Train, dev and test images of the tiny dataset; each image has CAPTIONS_PER_IMAGE captions.
