@@ -1,5 +1,6 @@
 """k-nearest-neighbour search backends: torch exact, FAISS flat, FAISS IVF and auto."""
 
+from . import faiss_gpu  # noqa: F401  (registers "faiss-gpu" when faiss has GPU support)
 from .ivf import DEFAULT_NPROBE, FaissIVFIndex, clear_ivf_cache, default_nlist, ivf_search
 from .knn import (
     AUTO_FAISS_MIN_KEYS,

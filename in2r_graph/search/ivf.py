@@ -139,7 +139,7 @@ class FaissIVFIndex:
     def search(self, queries: Tensor, k: int, *, nprobe: int | None = None) -> tuple[Tensor, Tensor]:
         """Return the ``k`` best keys found in the ``nprobe`` nearest cells of each query.
 
-        A query whose scanned cells hold fewer than ``k`` keys gets position
+        A query whose scanned cells contain fewer than ``k`` keys gets position
         -1 and similarity ``-inf`` in the missing slots.
 
         Shapes:
@@ -177,7 +177,7 @@ def _fingerprint(keys: Tensor, nlist: int | None) -> tuple | None:
     """Return a value that changes whenever ``keys`` may have changed, or None when none can be made.
 
     In-place writes raise the tensor's version counter, which views share
-    with their base. A new tensor that reuses freed memory is told apart by a
+    with their base. A new tensor that reuses freed memory is detected by a
     hash of a fixed sample of rows.
 
     NOTE: a new tensor at the same address, with the same version and the
@@ -248,14 +248,14 @@ def ivf_search(
         queries (B, D), keys (Q, D) -> sims (B, k), positions (B, k).
     """
     check_inputs(queries, keys, k)
-    wanted = candidates_needed(k, keys.size(0), query_ids, key_ids)
+    needed = candidates_needed(k, keys.size(0), query_ids, key_ids)
     index = cached_ivf_index(keys, nlist)
-    sims, positions = index.search(queries, wanted, nprobe=nprobe)
+    sims, positions = index.search(queries, needed, nprobe=nprobe)
     short = (positions < 0).any(dim=1)  # (B,)
     if short.any():
         rows = short.nonzero().squeeze(1)
-        logger.debug("faiss-ivf: %d queries found fewer than %d keys in their cells; searched exactly", len(rows), wanted)
-        exact_sims, exact_positions = faiss_search(queries[rows], keys, wanted)
+        logger.debug("faiss-ivf: %d queries found fewer than %d keys in their cells; searched exactly", len(rows), needed)
+        exact_sims, exact_positions = faiss_search(queries[rows], keys, needed)
         sims[rows.to(sims.device)] = exact_sims.to(sims.device, sims.dtype)
         positions[rows.to(positions.device)] = exact_positions.to(positions.device)
     return drop_own(sims, positions, k, query_ids, key_ids)

@@ -30,10 +30,10 @@ _BACKENDS: dict[str, SearchFn] = {}
 AUTO_FAISS_MIN_KEYS = 512
 """Smallest bank for which ``auto`` picks FAISS flat on CPU.
 
-Measured with ``benchmarks/perf/bench_search.py`` (one thread, batch 128,
-k 10, AMD EPYC with AVX-512, torch 2.13 with MKL, faiss-cpu 1.15 with
-OpenBLAS): FAISS flat was faster than torch from 1,024 keys up to
-1,048,576 keys at D 256 and 1,024; below a few hundred keys both take well
+Measured with ``benchmarks/perf/bench_search.py`` at one thread, batch 128
+and k 10, on an AMD EPYC with AVX-512 (torch 2.13 with MKL, faiss-cpu 1.15
+with OpenBLAS). There FAISS flat was faster than torch from 1,024 keys up to
+1,048,576 keys, at D 256 and 1,024. Below a few hundred keys both take well
 under a millisecond.
 """
 
@@ -41,9 +41,11 @@ FAISS_BLAS_MIN_QUERIES = 4
 """Smallest query batch for which the FAISS flat backend uses its BLAS kernel.
 
 FAISS computes distances with BLAS only when ``queries * D`` reaches
-``faiss.cvar.distance_compute_blas_threshold`` (128,000 in faiss 1.15), so a
-batch of 128 queries at D 256 fell back to a scalar loop that was 3-5x slower
-than the BLAS path. Single queries are faster on the scalar loop.
+``faiss.cvar.distance_compute_blas_threshold`` (128,000 in faiss 1.15). A
+batch of 128 queries at D 256 therefore fell back to a scalar loop, which
+``benchmarks/perf/bench_search.py`` measured 2.5x (16,384 keys) to 9x
+(65,536 keys) slower than the BLAS path. Single queries are faster on the
+scalar loop.
 """
 
 
@@ -65,10 +67,12 @@ def list_backends() -> list[str]:
 def choose_exact_backend(queries: Tensor, keys: Tensor) -> str:
     """Return the exact backend that ``auto`` uses for these inputs.
 
-    FAISS runs on CPU arrays only, so tensors on another device always use
-    ``torch``. On CPU, banks of at least :data:`AUTO_FAISS_MIN_KEYS` keys use
-    ``faiss``, smaller ones ``torch``.
+    On a GPU it is ``faiss-gpu`` when the installed faiss has GPU support
+    and ``torch`` on the device otherwise. On CPU, banks of at least
+    :data:`AUTO_FAISS_MIN_KEYS` keys use ``faiss``, smaller ones ``torch``.
     """
+    if queries.device.type == "cuda" and keys.device.type == "cuda" and "faiss-gpu" in _BACKENDS:
+        return "faiss-gpu"
     if queries.device.type != "cpu" or keys.device.type != "cpu" or "faiss" not in _BACKENDS:
         return "torch"
     return "faiss" if keys.size(0) >= AUTO_FAISS_MIN_KEYS else "torch"
@@ -122,7 +126,7 @@ def drop_own(
         sims, positions = sims[:, :k], positions[:, :k]
     if sims.size(1) < k or not torch.isfinite(sims).all():
         raise ValueError(
-            f"the bank holds fewer than k={k} usable entries for some query "
+            f"the bank contains fewer than k={k} usable entries for some query "
             "(after excluding the query's own pair); check the bank size before searching"
         )
     return sims, positions
@@ -147,9 +151,9 @@ def block_topk(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Return the ``k`` largest values of each row and their columns, sorted, like ``Tensor.topk``.
 
     Each row is cut into blocks of :data:`TOPK_BLOCK` columns. A block that
-    holds one of the ``k`` largest values has a maximum at least as large as
-    the k-th value, and at most ``k`` blocks can, so the answer lies in the
-    ``k`` blocks with the largest maxima. One vectorised max per block plus
+    contains one of the ``k`` largest values has a maximum at least as large
+    as the k-th value. At most ``k`` blocks can contain one, so the ``k``
+    largest values lie in the ``k`` blocks with the largest maxima. One vectorised max per block plus
     a top-k over ``k * TOPK_BLOCK`` candidates costs far less than a top-k
     over the whole row. Among equal values the chosen columns may differ
     from ``Tensor.topk``. Rows too short to gain fall back to ``Tensor.topk``.
@@ -212,19 +216,19 @@ def torch_search(
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is invalid; expected a positive number of keys")
     keys = keys.to(queries.dtype)
-    wanted = candidates_needed(k, keys.size(0), query_ids, key_ids)
+    needed = candidates_needed(k, keys.size(0), query_ids, key_ids)
     best_sims, best_positions = None, None
     for start in range(0, keys.size(0), chunk_size):
         sims = queries @ keys[start : start + chunk_size].T  # (B, chunk)
-        chunk_sims, chunk_positions = block_topk(sims, min(wanted, sims.size(1)))  # (B, wanted)
+        chunk_sims, chunk_positions = block_topk(sims, min(needed, sims.size(1)))  # (B, needed)
         if start:
             chunk_positions += start
         if best_sims is None:
             best_sims, best_positions = chunk_sims, chunk_positions
             continue
-        merged_sims = torch.cat([best_sims, chunk_sims], dim=1)  # (B, 2 * wanted)
+        merged_sims = torch.cat([best_sims, chunk_sims], dim=1)  # (B, 2 * needed)
         merged_positions = torch.cat([best_positions, chunk_positions], dim=1)
-        best_sims, order = merged_sims.topk(wanted, dim=1)
+        best_sims, order = merged_sims.topk(min(needed, merged_sims.size(1)), dim=1)
         best_positions = merged_positions.gather(1, order)
     return drop_own(best_sims, best_positions, k, query_ids, key_ids)
 
@@ -276,10 +280,10 @@ def faiss_search(
     import faiss
 
     check_inputs(queries, keys, k)
-    wanted = candidates_needed(k, keys.size(0), query_ids, key_ids)
+    needed = candidates_needed(k, keys.size(0), query_ids, key_ids)
     query_array, key_array = to_faiss_array(queries), to_faiss_array(keys)
     with faiss_blas_for_batches(faiss, keys.size(1)):
-        sims, positions = faiss.knn(query_array, key_array, wanted, metric=faiss.METRIC_INNER_PRODUCT)
+        sims, positions = faiss.knn(query_array, key_array, needed, metric=faiss.METRIC_INNER_PRODUCT)
     sims = torch.from_numpy(sims).to(queries.device, queries.dtype)
     positions = torch.from_numpy(positions).to(queries.device)
     return drop_own(sims, positions, k, query_ids, key_ids)
@@ -306,14 +310,19 @@ def knn_search(
             ``auto`` (the faster exact backend, see :func:`choose_exact_backend`).
         query_ids: optional id of each query; keys with the same id are skipped.
         key_ids: id of each key (needed with ``query_ids``).
-        **options: backend settings: ``chunk_size`` for ``torch``; ``nlist``
-            and ``nprobe`` for ``faiss-ivf``.
+        **options: settings of the named backend: ``chunk_size`` for
+            ``torch``, ``nlist`` and ``nprobe`` for ``faiss-ivf``. ``auto``
+            takes none, because it may pick either exact backend.
 
     Shapes:
         queries (B, D), keys (Q, D) -> sims (B, k), positions (B, k), sorted
         by decreasing similarity.
     """
     if backend == "auto":
+        if options:
+            raise ValueError(
+                f"backend 'auto' takes no options, got {sorted(options)}; name the backend to pass them to"
+            )
         backend = choose_exact_backend(queries, keys)
     if backend not in _BACKENDS:
         raise ValueError(f"unknown search backend {backend!r}; expected one of {', '.join(list_backends())}")

@@ -24,6 +24,7 @@ from ..evaluation.retrieval import retrieval_metrics
 from ..losses import hinge_hardest, info_nce, per_sample_hinge
 from ..memory import MemoryBank
 from ..rectify import GraphOptions, refine_neighbourhood, synthesize_prototypes
+from ..search import choose_exact_backend
 from ..selection import clean_probability, split_clean
 from . import distributed as dist_utils
 from .checkpoint import capture_rng_state, deferred_keyboard_interrupt, restore_rng_state, save_atomic
@@ -133,9 +134,11 @@ class Trainer:
         self.rank_state: list[dict[str, Any]] = []
         self._skipped_step = False
         if self.rectifying:
-            logger.info(
-                "neighbour search: backend %r on %s", config.rectify.search_backend, device
-            )
+            backend = config.rectify.search_backend
+            if backend == "auto":
+                probe = torch.zeros(1, 1, device=device)
+                backend = f"auto ({choose_exact_backend(probe, probe)} on this device for small banks)"
+            logger.info("neighbour search: backend %s on %s", backend, device)
         self.epoch = 0
         # Epochs contained in checkpoints/last.pt (0 before the first save).
         self.saved_epoch = 0
