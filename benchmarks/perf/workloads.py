@@ -3,10 +3,10 @@
 A workload is a trainer built the way ``in2r-graph train`` builds one
 (configuration, data loading, noise, networks), minus the diagnostics hooks,
 whose ground-truth checks are not part of training. The data is the
-Flickr8k precomp folder when it exists, else a synthetic folder of the same
-shapes (6,000 train images with 1,280-d global features, 9 x 256 region
-features, 5 captions each with 384-d caption embeddings) written to a
-temporary folder. Timings do not depend on the feature values, except the
+Flickr8k precomp folder when it exists. Otherwise a synthetic folder of the
+same shapes is written to a temporary folder: 6,000 train images with 1,280-d
+global features and 9 x 256 region features, and 5 captions per image with
+384-d caption embeddings. Timings do not depend on the feature values, except the
 clean/noisy split, which decides how many batches an epoch has.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from in2r_graph.config import Config
-from in2r_graph.data.pairs import PairData
+from in2r_graph.data.pairs import PairData, subset_split
 from in2r_graph.training.session import build_networks, input_sizes, load_run_data
 from in2r_graph.training.trainer import Trainer
 
@@ -30,7 +30,8 @@ WORDS = [f"word{index}" for index in range(2000)]
 SETUPS = {
     # Flickr8k global CNN features and sentence embeddings: MLP encoders, the default setup.
     "global+minilm": ["data.image_features=ims", "data.text_features=minilm"],
-    # Region features pooled with GPO and a bi-GRU over the raw captions: the reference design's encoders.
+    # Region features pooled with GPO and a bi-GRU over the raw captions: the encoder types of the
+    # reference design, on 9 region features of 256 dims where it uses 36 of 2,048.
     "regions+gru": ["data.image_features=regions", "data.text_features="],
 }
 
@@ -152,6 +153,16 @@ def copy_encoders(source: Trainer, target: Trainer) -> None:
     for source_net, target_net in zip(source.networks, target.networks):
         target_net.image_encoder.load_state_dict(copy.deepcopy(source_net.image_encoder.state_dict()))
         target_net.text_encoder.load_state_dict(copy.deepcopy(source_net.text_encoder.state_dict()))
+
+
+def limit_pairs(trainer: Trainer, count: int) -> None:
+    """Cut the trainer's training set to its first ``count`` captions, with their clean images.
+
+    The vocabulary is kept, so token ids and the text encoder's embedding
+    table stay those of the whole split.
+    """
+    split = subset_split(trainer.train_data.split, count)
+    trainer.train_data = PairData(split, split.clean_caption_to_image(), trainer.train_data.vocab)
 
 
 def fill_bank(trainer: Trainer, seed: int = 0) -> None:

@@ -27,14 +27,15 @@ logger = logging.getLogger(__name__)
 SearchFn = Callable[..., tuple[Tensor, Tensor]]
 _BACKENDS: dict[str, SearchFn] = {}
 
-AUTO_FAISS_MIN_KEYS = 512
+AUTO_FAISS_MIN_KEYS = 256
 """Smallest bank for which ``auto`` picks FAISS flat on CPU.
 
 Measured with ``benchmarks/perf/bench_search.py`` at one thread, batch 128
-and k 10, on an AMD EPYC with AVX-512 (torch 2.13 with MKL, faiss-cpu 1.15
-with OpenBLAS). There FAISS flat was faster than torch from 1,024 keys up to
-1,048,576 keys, at D 256 and 1,024. Below a few hundred keys both take well
-under a millisecond.
+and k 10, on a 2-core AMD EPYC with AVX-512 (torch 2.13 with MKL, faiss-cpu
+1.15 with OpenBLAS). There FAISS flat was faster than torch at every bank
+size measured, from 256 to 1,048,576 keys, at D 256 and 1,024. Smaller banks
+were not measured, so they keep ``torch``, and both backends take a fraction
+of a millisecond there.
 """
 
 FAISS_BLAS_MIN_QUERIES = 4
