@@ -376,8 +376,10 @@ def validate_config(config: Config) -> None:
         )
     if train.method != "contrastive" and train.warmup_epochs < 1:
         raise ConfigError("train.warmup_epochs must be at least 1 for co-trained methods: the split needs a model")
-    if train.lr <= 0:
-        raise ConfigError(f"train.lr={train.lr} is invalid; expected a positive number")
+    if not (math.isfinite(train.lr) and train.lr > 0):
+        raise ConfigError(f"train.lr={train.lr} is invalid; expected a positive finite number")
+    if not (math.isfinite(train.weight_decay) and train.weight_decay >= 0):
+        raise ConfigError(f"train.weight_decay={train.weight_decay} is invalid; expected a finite number >= 0")
     if train.temperature <= 0:
         raise ConfigError(f"train.temperature={train.temperature} is invalid; expected a positive number")
     if not 0.0 < train.clean_threshold < 1.0:

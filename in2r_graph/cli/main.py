@@ -227,6 +227,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..training.session import dataset_root, networks_from_checkpoint, resolve_device
     from ..training.trainer import encode_split
 
+    if not args.split.strip():
+        raise ConfigError("--split is empty; expected a split name such as test or dev")
     target = Path(args.target)
     path = target / "checkpoints" / f"{args.checkpoint}.pt" if target.is_dir() else target
     device = resolve_device(args.device)
@@ -246,7 +248,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     vocab = Vocabulary.from_dict(state["vocab"]) if state.get("vocab") else None
     data = PairData(split, split.clean_caption_to_image(), vocab)
 
-    encoded = [encode_split(net, data, device) for net in networks]
+    try:
+        encoded = [encode_split(net, data, device) for net in networks]
+    except ValueError as error:
+        # Features of another size or kind than the checkpoint was trained on.
+        raise ConfigError(f"split {args.split!r} of {split.root} does not fit the checkpoint {path}: {error}") from None
     images = [pair[0] for pair in encoded]
     texts = [pair[1] for pair in encoded]
     caption_to_image = torch.from_numpy(data.caption_to_image)
@@ -270,6 +276,8 @@ def run_noise(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ratio {args.ratio!r} is not a number; expected a value in [0, 1)") from None
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--ratio {ratio} is invalid; expected a value in [0, 1)")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed} is invalid; expected a non-negative integer")
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; expected the path of the .npy file to write")

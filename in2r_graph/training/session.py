@@ -295,7 +295,12 @@ def check_resumable(saved: dict[str, Any], config: Config, data: RunData) -> Non
 
 
 def networks_from_checkpoint(state: dict[str, Any], device: torch.device) -> tuple[Config, list[Network]]:
-    """Rebuild the networks stored in a checkpoint."""
+    """Rebuild the networks stored in a checkpoint; raise CheckpointError for a file of another kind."""
+    if not isinstance(state, dict) or not {"config", "sizes", "networks"} <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"not an in2r-graph checkpoint: expected the keys config, sizes and networks, found {found}"
+        )
     config = Config.from_dict(state["config"], source="checkpoint")
     networks = build_networks(config, state["sizes"])
     for net, net_state in zip(networks, state["networks"]):
@@ -389,7 +394,12 @@ def run_training(
         logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
 
     if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # A new run takes its folder exclusively, so two runs started in the same second cannot share it.
+            empty = run_dir.is_dir() and not any(run_dir.iterdir())
+            run_dir.mkdir(parents=True, exist_ok=resume_dir is not None or empty)
+        except FileExistsError:
+            raise ConfigError(f"run directory {run_dir} was created by another run; choose another run name") from None
         if on_start is not None:
             on_start(run_dir)
         dump_config(config, run_dir / "config.yaml")
