@@ -24,7 +24,7 @@ def results(tmp_path_factory) -> Path:
     # A missing Flickr8k folder makes every script use synthetic features.
     command = [sys.executable, str(RUN_ALL), "--tiny", "--in-process", "--out", str(out), "--flickr8k", str(out / "absent")]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return out
 

@@ -15,8 +15,8 @@ backends with :func:`choose_exact_backend`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +36,10 @@ and k 10, on a 2-core AMD EPYC with AVX-512 (torch 2.13 with MKL, faiss-cpu
 size measured, from 256 to 1,048,576 keys, at D 256 and 1,024. Smaller banks
 were not measured, so they keep ``torch``, and both backends take a fraction
 of a millisecond there.
+
+NOTE: measured on one machine. Another CPU or BLAS build may move the
+crossover; ``bench_search.py`` measures it, and a backend can be named
+explicitly instead of ``auto``.
 """
 
 FAISS_BLAS_MIN_QUERIES = 4
@@ -154,10 +158,11 @@ def block_topk(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Each row is cut into blocks of :data:`TOPK_BLOCK` columns. A block that
     contains one of the ``k`` largest values has a maximum at least as large
     as the k-th value. At most ``k`` blocks can contain one, so the ``k``
-    largest values lie in the ``k`` blocks with the largest maxima. One vectorised max per block plus
-    a top-k over ``k * TOPK_BLOCK`` candidates costs far less than a top-k
-    over the whole row. Among equal values the chosen columns may differ
-    from ``Tensor.topk``. Rows too short to gain fall back to ``Tensor.topk``.
+    largest values lie in the ``k`` blocks with the largest maxima. One
+    vectorised max per block plus a top-k over ``k * TOPK_BLOCK`` candidates
+    costs far less than a top-k over the whole row. Among equal values the
+    chosen columns may differ from ``Tensor.topk``. Rows too short to gain
+    fall back to ``Tensor.topk``.
 
     Shapes:
         sims (B, C) -> values (B, k), columns (B, k).

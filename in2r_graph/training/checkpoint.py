@@ -29,20 +29,33 @@ unset otherwise.
 """
 
 
+PAUSE_AFTER_EPOCH_VARIABLE = "IN2R_GRAPH_TEST_PAUSE_AFTER_EPOCH"
+"""Test hook: seconds to sleep after each epoch is saved, before the next one starts.
+
+The interruption tests set it so that a signal sent once an epoch is saved
+reliably lands before the next epoch ends, however loaded the machine is.
+"""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not match the run."""
 
 
-def _pause_for_tests() -> None:
-    value = os.environ.get(PAUSE_IN_SAVE_VARIABLE)
+def _pause_for_tests(variable: str = PAUSE_IN_SAVE_VARIABLE) -> None:
+    value = os.environ.get(variable)
     if not value:
         return
     try:
         seconds = float(value)
     except ValueError:
-        logger.warning("ignoring %s=%r: expected a number of seconds", PAUSE_IN_SAVE_VARIABLE, value)
+        logger.warning("ignoring %s=%r: expected a number of seconds", variable, value)
         return
     time.sleep(seconds)
+
+
+def pause_after_epoch_for_tests() -> None:
+    """Sleep for :data:`PAUSE_AFTER_EPOCH_VARIABLE` seconds when the test hook is set."""
+    _pause_for_tests(PAUSE_AFTER_EPOCH_VARIABLE)
 
 
 def _write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:

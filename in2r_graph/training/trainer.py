@@ -27,7 +27,13 @@ from ..rectify import GraphOptions, refine_neighbourhood, synthesize_prototypes
 from ..search import choose_exact_backend
 from ..selection import clean_probability, split_clean
 from . import distributed as dist_utils
-from .checkpoint import capture_rng_state, deferred_keyboard_interrupt, restore_rng_state, save_atomic
+from .checkpoint import (
+    capture_rng_state,
+    deferred_keyboard_interrupt,
+    pause_after_epoch_for_tests,
+    restore_rng_state,
+    save_atomic,
+)
 from .errors import NonFiniteLossError
 from .network import Network
 from .progress import Progress
@@ -224,6 +230,7 @@ class Trainer:
                     self._write_metrics()
                 self.saved_epoch = self.epoch
                 dist_utils.barrier()
+            pause_after_epoch_for_tests()
             logger.info(
                 "epoch %d/%d (%s) dev rSum %.1f%s, %.0fs",
                 epoch + 1,

@@ -48,6 +48,7 @@ def cli_environment(**extra: str) -> dict[str, str]:
     environment = dict(os.environ)
     environment.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
     environment.pop("IN2R_GRAPH_TEST_PAUSE_IN_SAVE", None)
+    environment.pop("IN2R_GRAPH_TEST_PAUSE_AFTER_EPOCH", None)
     environment.update(extra)
     return environment
 

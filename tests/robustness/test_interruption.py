@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from in2r_graph.training.checkpoint import PAUSE_IN_SAVE_VARIABLE
+from in2r_graph.training.checkpoint import PAUSE_AFTER_EPOCH_VARIABLE, PAUSE_IN_SAVE_VARIABLE
 
 from .helpers import cli_command, cli_environment, run_cli, train_args
 
@@ -114,7 +114,8 @@ def test_killed_and_resumed_run_matches(tmp_path):
     assert (run_dir / "config.yaml").is_file()
 
     # 2. SIGKILL during the second epoch, after the first one was saved.
-    run = Run(_resume(run_dir), tmp_path, "second")
+    # The pause after each saved epoch keeps epoch 2 from finishing before the signal lands.
+    run = Run(_resume(run_dir), tmp_path, "second", **{PAUSE_AFTER_EPOCH_VARIABLE: "20"})
     run.wait_until(lambda: (run_dir / "metrics.csv").is_file())
     assert run.stop(signal.SIGKILL) == -signal.SIGKILL
     assert "has no finished epoch" in run.stderr
@@ -155,7 +156,7 @@ def test_killed_and_resumed_run_matches(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_epoch_saves_last_epoch(tmp_path):
     run_dir = tmp_path / "stopped"
-    run = Run(_train(tmp_path, "stopped"), tmp_path, "stopped")
+    run = Run(_train(tmp_path, "stopped"), tmp_path, "stopped", **{PAUSE_AFTER_EPOCH_VARIABLE: "20"})
     run.wait_until(lambda: (run_dir / "metrics.csv").is_file())
 
     code = run.stop(signal.SIGINT)
