@@ -32,6 +32,12 @@ EPOCHS = "3"
 WAIT_TIMEOUT_S = 180
 
 
+def _default_sigint() -> None:
+    # A test suite started as a background job of a shell inherits an ignored SIGINT,
+    # which the training process would inherit too; these tests need Ctrl-C to work.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """One ``in2r-graph train`` process with its output in files."""
 
@@ -40,7 +46,12 @@ class Run:
         self.stderr_path = cwd / f"{log_name}.err"
         with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
-                [*cli_command(), *args], cwd=cwd, env=cli_environment(**environment), stdout=stdout, stderr=stderr
+                [*cli_command(), *args],
+                cwd=cwd,
+                env=cli_environment(**environment),
+                stdout=stdout,
+                stderr=stderr,
+                preexec_fn=_default_sigint,
             )
 
     def wait_until(self, condition: Callable[[], bool]) -> None:
