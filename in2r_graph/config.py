@@ -32,7 +32,7 @@ def _field(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    """Where the pairs come from and how noise is injected."""
+    """Data source of the pairs and the injected noise."""
 
     root: str | None = _field(None, "Folder that holds dataset folders; empty means the bundled dataset.")
     dataset: str = _field("openclipart", "Dataset folder name under `root` (precomp layout).")

@@ -17,7 +17,7 @@ from .search import knn_search
 
 @dataclass
 class GraphOptions:
-    """How a retrieved neighbourhood becomes a graph (see ``build_neighbourhood_batch``)."""
+    """Options that turn a retrieved neighbourhood into a graph (see ``build_neighbourhood_batch``)."""
 
     topology: str = "complete"
     knn_edges: int = 3
@@ -27,7 +27,7 @@ class GraphOptions:
 
 @dataclass
 class Neighbourhood:
-    """What the search found for a batch of queries.
+    """Search result for a batch of queries.
 
     Shapes:
         sims, positions: (B, k); partners, keys: (B, k, D).

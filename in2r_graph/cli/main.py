@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="Train a model (IN2R on the bundled dataset by default).")
-    train.add_argument("--data-root", help="Folder that holds dataset folders (default: the bundled data).")
+    train.add_argument("--data-root", help="Folder that contains dataset folders (default: the bundled data).")
     train.add_argument("--dataset", help="Dataset folder name under --data-root (precomp layout).")
     train.add_argument("--config", help="YAML configuration file; --set values override it.")
     train.add_argument(
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
 
     noise = commands.add_parser("noise", help="Write a noise index file for a training split.")
-    noise.add_argument("--data-root", help="Folder that holds dataset folders (default: the bundled data).")
+    noise.add_argument("--data-root", help="Folder that contains dataset folders (default: the bundled data).")
     noise.add_argument("--dataset", default="openclipart", help="Dataset folder name (default: openclipart).")
     noise.add_argument("--split", default="train", help="Split to corrupt (default: train).")
     noise.add_argument("--ratio", required=True, help="Share of pairs to corrupt, in [0, 1).")

@@ -192,7 +192,7 @@ def edge_weight_refiners() -> list[str]:
 def torch_dense_mask(batch: Batch, nodes: int) -> Tensor:
     """Return a boolean ``(B, n, n)`` mask: True where node ``i`` may attend to ``j``.
 
-    The mask holds the batch's edges (target attends to source) plus self loops.
+    The mask contains the batch's edges (target attends to source) plus self loops.
     """
     num_graphs = batch.num_graphs
     device = batch.x.device

@@ -53,8 +53,8 @@ DEFAULT_MAX_BANK_SIZE = 65536
 def resolve_bank_size(config: Config, num_pairs: int) -> int:
     """Return the bank capacity: the configured one, or the training-set size capped at 65,536.
 
-    A bank larger than the training set only holds stale second copies of the
-    same pairs. With ``rectify.bank_sharding`` each rank holds its share of it.
+    A bank larger than the training set only contains stale second copies of the
+    same pairs. With ``rectify.bank_sharding`` each rank keeps its share of it.
     """
     size = config.rectify.bank_size if config.rectify.bank_size is not None else min(DEFAULT_MAX_BANK_SIZE, num_pairs)
     if config.rectify.bank_sharding:
