@@ -1,18 +1,30 @@
-"""Run the evidence study (IN2R against its baselines on Flickr8k) and print the tables.
+"""Run the evidence study (IN2R against its baselines on Flickr8k) and write its tables.
 
-    python benchmarks/evidence.py [--quick] [--out runs/evidence-flickr8k] [--data-root ../shared/data]
+    python benchmarks/evidence.py                       # the whole study, resumable
+    python benchmarks/evidence.py --quick               # 40 % caption noise, seed 0
+    python benchmarks/evidence.py --noise caption:0.4 --seeds 0,1,2 --workers 2
+    python benchmarks/evidence.py --report-only         # tables from what has finished
 
-The study is an ablation grid (``benchmarks/grids/evidence_flickr8k.yaml``)
+The study is the ablation grid ``benchmarks/grids/evidence_flickr8k.yaml``,
 run by the same resumable runner as ``in2r-graph bench``: rerunning with the
-same ``--out`` skips the finished runs. ``--quick`` keeps 40 % caption noise
-and seed 0 only. After the grid, it prints the recovery of each variant,
-``(rSum - F) / (C - F)``, where C and F are the two-network contrastive
-ensembles trained at 0 % noise and at the variant's noise, when both exist.
+same ``--out`` skips the finished runs, and a restricted call (``--noise``,
+``--seeds``, ``--variants``, ``--quick``) shares its runs with the full one.
+Every call ends by writing ``evidence.md`` (one table per noise setting,
+recovery, the targets of the study) and ``rsum_vs_noise.png`` into ``--out``.
+
+Recovery is ``(rSum - F) / (C - F)``, where C is the two-network contrastive
+ensemble trained on clean pairs and F the same ensemble trained on the noisy
+pairs of the row's setting, both at their best dev epoch.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
 import logging
+import math
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -21,76 +33,317 @@ from pathlib import Path
 # the policy must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from in2r_graph.bench import read_results, run_benchmark  # noqa: E402
 from in2r_graph.config import ConfigError  # noqa: E402
 
-GRID = Path(__file__).resolve().parent / "grids" / "evidence_flickr8k.yaml"
+GRIDS = {
+    "main": Path(__file__).resolve().parent / "grids" / "evidence_flickr8k.yaml",
+    "regions": Path(__file__).resolve().parent / "grids" / "evidence_flickr8k_regions.yaml",
+}
+ENSEMBLE = "contrastive-ensemble"
+IN2R_VARIANTS = ("in2r-attention", "in2r-gat")
+RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
 
-def quick_grid(path: Path) -> Path:
-    """Write a copy of the grid restricted to 40 % caption noise and seed 0."""
+def parse_noise(text: str) -> list[tuple[str, float]]:
+    """Parse ``caption:0.4,image:0.4`` into ``[("caption", 0.4), ("image", 0.4)]``."""
+    settings = []
+    for item in text.split(","):
+        convention, _, ratio = item.strip().partition(":")
+        try:
+            value = float(ratio)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not CONVENTION:RATIO, e.g. caption:0.4") from None
+        if convention not in ("caption", "image"):
+            raise argparse.ArgumentTypeError(f"{item!r}: the convention is caption or image")
+        settings.append((convention, value))
+    return settings
+
+
+def parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def restricted_grid(
+    path: Path,
+    noise: list[tuple[str, float]] | None,
+    seeds: list[int] | None,
+    variants: list[str] | None,
+    clean_ensemble_only: bool,
+) -> Path:
+    """Write a copy of the grid that keeps only the requested cells; the cells keep their names.
+
+    Raises:
+        ConfigError: when a requested value is not in the study's grid.
+    """
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    document["grid"].update(seed=[0], noise_convention=["caption"], noise_ratio=[0.4, 0.0])
-    document["grid"]["variant"] = [
-        name for name in document["grid"]["variant"] if name != "contrastive-ensemble"
-    ] + ["contrastive-ensemble"]
-    document["exclude"] = [{"noise_ratio": 0.0, "variant": [v for v in document["variants"] if v != "contrastive-ensemble"]}]
-    handle, name = tempfile.mkstemp(prefix="evidence-quick-", suffix=".yaml")
+    grid = document["grid"]
+    exclude = list(document.get("exclude") or [])
+
+    def keep(axis: str, wanted: list) -> list:
+        if axis not in grid:
+            raise ConfigError(f"{path.name} does not vary {axis}; its axes are {list(grid)}")
+        unknown = [value for value in wanted if value not in grid[axis]]
+        if unknown:
+            raise ConfigError(f"{path.name}: {axis} {unknown} not in the study; it has {grid[axis]}")
+        return [value for value in grid[axis] if value in wanted]
+
+    if seeds is not None:
+        grid["seed"] = keep("seed", seeds)
+    if variants is not None:
+        grid["variant"] = keep("variant", variants)
+    if noise is not None:
+        grid["noise_convention"] = keep("noise_convention", [convention for convention, _ in noise])
+        grid["noise_ratio"] = keep("noise_ratio", [ratio for _, ratio in noise])
+        for convention in grid["noise_convention"]:
+            unwanted = [ratio for ratio in grid["noise_ratio"] if (convention, ratio) not in noise]
+            if unwanted:
+                exclude.append({"noise_convention": convention, "noise_ratio": unwanted})
+    if clean_ensemble_only:
+        others = [name for name in grid["variant"] if name != ENSEMBLE]
+        if others:
+            exclude.append({"noise_ratio": 0.0, "variant": others})
+    document["exclude"] = exclude
+    handle, name = tempfile.mkstemp(prefix="evidence-", suffix=".yaml")
     os.close(handle)
     Path(name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return Path(name)
 
 
-def recovery_table(results_csv: Path) -> str:
-    """Return a Markdown table of test rSum (best dev) and recovery per variant and noise."""
+def load_rows(results_csv: Path) -> pd.DataFrame:
+    """Return the finished rows, with ``split_auc`` filled in from the runs' summaries where missing."""
     frame = read_results(results_csv)
-    frame = frame[frame["status"] == "ok"]
     if frame.empty:
-        return "no finished runs yet"
-    keys = ["data.noise_convention", "data.noise_ratio", "grid.variant"]
-    grouped = frame.groupby(keys)["test_rsum"].agg(["mean", "std", "count"]).reset_index()
-    clean = grouped[(grouped["grid.variant"] == "contrastive-ensemble") & (grouped["data.noise_ratio"] == 0.0)]
-    clean_rsum = float(clean["mean"].iloc[0]) if len(clean) else None
-    lines = [
-        "| noise | variant | runs | test rSum (best dev) | recovery |",
-        "|---|---|---|---|---|",
-    ]
-    for _, row in grouped.iterrows():
-        floor = grouped[
-            (grouped["grid.variant"] == "contrastive-ensemble")
-            & (grouped["data.noise_ratio"] == row["data.noise_ratio"])
-            & (grouped["data.noise_convention"] == row["data.noise_convention"])
-        ]
-        recovery = "-"
-        if clean_rsum is not None and len(floor) and row["data.noise_ratio"] > 0:
-            floor_rsum = float(floor["mean"].iloc[0])
-            if clean_rsum != floor_rsum:
-                recovery = f"{(row['mean'] - floor_rsum) / (clean_rsum - floor_rsum):.2f}"
-        spread = f" ± {row['std']:.1f}" if row["count"] > 1 else ""
-        noise = f"{row['data.noise_convention']} {100 * row['data.noise_ratio']:.0f}%"
-        lines.append(f"| {noise} | {row['grid.variant']} | {row['count']} | {row['mean']:.1f}{spread} | {recovery} |")
-    return "\n".join(lines)
+        return frame
+    frame = frame[frame["status"] == "ok"].copy()
+    if "split_auc" not in frame:
+        frame["split_auc"] = math.nan
+    for index, row in frame.iterrows():
+        if not pd.isna(row["split_auc"]):
+            continue
+        summary_file = Path(str(row.get("run_dir", ""))) / "summary.json"
+        if summary_file.is_file():
+            record = json.loads(summary_file.read_text(encoding="utf-8")).get("last_record", {})
+            aucs = [value for key, value in record.items() if key.endswith("/split_auc")]
+            frame.loc[index, "split_auc"] = float(np.nanmean(aucs)) if aucs else math.nan
+    return frame
+
+
+def _mean_std(values: pd.Series, decimals: int = 1) -> str:
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if numbers.empty:
+        return "-"
+    if len(numbers) == 1:
+        return f"{numbers.iloc[0]:.{decimals}f}"
+    return f"{numbers.mean():.{decimals}f} ± {numbers.std(ddof=1):.{decimals}f}"
+
+
+def _mean(values: pd.Series) -> float:
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return float(numbers.mean()) if len(numbers) else math.nan
+
+
+def _spread(values: pd.Series) -> float:
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return float(numbers.std(ddof=1)) if len(numbers) > 1 else math.nan
+
+
+def _groups(frame: pd.DataFrame) -> dict[tuple[str, float], dict[str, pd.DataFrame]]:
+    groups: dict[tuple[str, float], dict[str, pd.DataFrame]] = {}
+    for (convention, ratio, variant), rows in frame.groupby(
+        ["data.noise_convention", "data.noise_ratio", "grid.variant"], sort=False
+    ):
+        groups.setdefault((convention, float(ratio)), {})[variant] = rows
+    return groups
+
+
+def _recovery(rsum: float, floor: float, clean: float) -> float:
+    if math.isnan(floor) or math.isnan(clean) or clean == floor:
+        return math.nan
+    return (rsum - floor) / (clean - floor)
+
+
+def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
+    """Return the study's tables and target checks as Markdown."""
+    if frame.empty:
+        return "No finished run yet.\n"
+    groups = _groups(frame)
+    clean_rows = groups.get(("caption", 0.0), {}).get(ENSEMBLE)
+    clean = _mean(clean_rows["test_best_rsum"]) if clean_rows is not None else math.nan
+    lines = []
+    if not math.isnan(clean):
+        lines.append(f"C (two-network contrastive ensemble, clean pairs): test rSum {_mean_std(clean_rows['test_best_rsum'])}.\n")
+    header = (
+        "| variant | runs | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rSum (best dev) | rSum (last) "
+        "| recovery | split P | split R | split AUC | text proto cos | image proto cos | wall min |"
+    )
+    order = {name: position for position, name in enumerate(variant_order)}
+    for (convention, ratio) in sorted(groups, key=lambda key: (key[0] != "caption", key[1])):
+        variants = groups[(convention, ratio)]
+        floor_rows = variants.get(ENSEMBLE)
+        floor = _mean(floor_rows["test_best_rsum"]) if floor_rows is not None else math.nan
+        separator = "|" + "---|" * (header.count("|") - 1)
+        lines += [f"### {convention}-level noise {100 * ratio:.0f} %\n", header, separator]
+        for variant in sorted(variants, key=lambda name: order.get(name, len(order))):
+            rows = variants[variant]
+            recovery = _recovery(_mean(rows["test_best_rsum"]), floor, clean) if ratio > 0 else math.nan
+            cells = [variant, str(len(rows))]
+            cells += [_mean_std(rows[f"test_best_{key}"]) for key in RECALLS]
+            cells += [_mean_std(rows["test_best_rsum"]), _mean_std(rows["test_last_rsum"])]
+            cells += ["-" if math.isnan(recovery) else f"{recovery:.2f}"]
+            cells += [_mean_std(rows[column], 3) for column in ("split_precision", "split_recall", "split_auc")]
+            cells += [_mean_std(rows[column], 3) for column in ("text_prototype_fidelity", "image_prototype_fidelity")]
+            cells += [_mean_std(pd.to_numeric(rows["wall_seconds"], errors="coerce") / 60, 1)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += target_checks(groups, clean)
+    return "\n".join(lines) + "\n"
+
+
+def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clean: float) -> list[str]:
+    """Return one line per target of the study: measured value and met / not met / not measured."""
+    lines = ["### Targets\n"]
+    for ratio in [ratio for ratio in (0.4, 0.6) if ("caption", ratio) in groups]:
+        variants = groups[("caption", ratio)]
+        candidates = [name for name in IN2R_VARIANTS if name in variants]
+        if not candidates:
+            lines.append(f"- caption {100 * ratio:.0f} %: no in2r run yet.")
+            continue
+        best = max(candidates, key=lambda name: _mean(variants[name]["best_dev_rsum"]))
+        rsum = _mean(variants[best]["test_best_rsum"])
+        floor = _mean(variants[ENSEMBLE]["test_best_rsum"]) if ENSEMBLE in variants else math.nan
+        recovery = _recovery(rsum, floor, clean)
+        verdict = "not measured (C or F missing)" if math.isnan(recovery) else ("met" if recovery >= 0.85 else "NOT met")
+        lines.append(
+            f"- caption {100 * ratio:.0f} %, {best} (chosen on dev) recovers "
+            f"{'-' if math.isnan(recovery) else f'{recovery:.2f}'} of C - F (target >= 0.85): {verdict}."
+        )
+        for rival in ("co-divide", "nearest", "mean"):
+            if rival not in variants:
+                continue
+            gap = rsum - _mean(variants[rival]["test_best_rsum"])
+            spread = np.nanmax([_spread(variants[best]["test_best_rsum"]), _spread(variants[rival]["test_best_rsum"])])
+            if math.isnan(spread):
+                verdict = "spread unknown (one seed)"
+            else:
+                verdict = "met" if gap > spread else "NOT met"
+            lines.append(
+                f"  - against {rival}: {gap:+.1f} rSum, seed spread (larger std) "
+                f"{'-' if math.isnan(spread) else f'{spread:.1f}'}: {verdict}."
+            )
+        if ratio == 0.4:
+            drop = _mean(variants[best]["test_best_rsum"]) - _mean(variants[best]["test_last_rsum"])
+            lines.append(
+                f"  - last epoch vs best dev epoch: {-drop:+.1f} rSum (target: within 5): {'met' if abs(drop) <= 5 else 'NOT met'}."
+            )
+    return lines
+
+
+def plot_rsum_vs_noise(frame: pd.DataFrame, variant_order: list[str], path: Path) -> Path | None:
+    """Plot test rSum (best dev) against the caption noise rate, one line per variant; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if frame.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for variant in [name for name in variant_order if name in set(frame["grid.variant"])]:
+        rows = frame[frame["grid.variant"] == variant]
+        caption = rows[rows["data.noise_convention"] == "caption"].groupby("data.noise_ratio")["test_best_rsum"]
+        if len(caption):
+            means, stds = caption.mean(), caption.std(ddof=1).fillna(0)
+            line = axis.errorbar(100 * means.index, means.values, yerr=stds.values, marker="o", capsize=3, label=variant)
+            colour = line[0].get_color()
+        else:
+            colour = None
+        image = rows[rows["data.noise_convention"] == "image"].groupby("data.noise_ratio")["test_best_rsum"]
+        if len(image):
+            axis.scatter(100 * image.mean().index + 1, image.mean().values, marker="s", facecolors="none",
+                         edgecolors=colour)
+    axis.set_xlabel("caption noise rate (%); hollow squares: image-level noise")
+    axis.set_ylabel("test rSum at the best dev epoch")
+    axis.set_title("Flickr8k: test rSum against noise rate")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 %% caption noise and seed 0 only")
-    parser.add_argument("--out", help="output folder (default: runs/evidence-flickr8k, or runs/evidence-flickr8k-quick)")
+    parser.add_argument(
+        "--study",
+        choices=sorted(GRIDS),
+        default="main",
+        help="main: global features + MiniLM, every variant and noise setting; "
+        "regions: region features + bi-GRU, 40 %% caption noise (default: main)",
+    )
+    parser.add_argument("--quick", action="store_true", help="40 %% caption noise, seed 0, plus C; about 30 min on 2 CPU cores")
+    parser.add_argument("--noise", type=parse_noise, help="only these settings, e.g. caption:0.4,image:0.4")
+    parser.add_argument("--seeds", type=parse_list, help="only these training seeds, e.g. 0,1")
+    parser.add_argument("--variants", type=parse_list, help="only these variants, e.g. co-divide,in2r-attention")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (default: 1)")
+    parser.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
+    parser.add_argument("--out", help="output folder (default: runs/evidence-flickr8k or runs/evidence-flickr8k-regions)")
     parser.add_argument("--data-root", help="folder that contains flickr8k_precomp (default: ../shared/data)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers} is invalid; expected 1 or more")
 
-    grid = quick_grid(GRID) if args.quick else GRID
-    out = args.out or ("runs/evidence-flickr8k-quick" if args.quick else "runs/evidence-flickr8k")
-    try:
-        output = run_benchmark(grid, out, data_root=args.data_root)
-    except ConfigError as error:
-        print(f"evidence: error: {error}", file=sys.stderr)
+    grid_path = GRIDS[args.study]
+    study = yaml.safe_load(grid_path.read_text(encoding="utf-8"))
+    variant_order = list(study["grid"]["variant"])
+    out = Path(args.out or ("runs/evidence-flickr8k" if args.study == "main" else "runs/evidence-flickr8k-regions"))
+    if not args.report_only:
+        noise, seeds = args.noise, args.seeds
+        if args.quick:
+            if args.study == "main":
+                noise = noise or [("caption", 0.4), ("caption", 0.0)]
+            seeds = seeds or ["0"]
+        try:
+            seeds = None if seeds is None else [int(seed) for seed in seeds]
+        except ValueError:
+            parser.error(f"--seeds {args.seeds!r}: expected whole numbers separated by commas")
+        restricted = noise is not None or seeds is not None or args.variants is not None
+        # SIGTERM (timeout, a scheduler, kill) stops the running workers like Ctrl-C does.
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            grid = (
+                restricted_grid(grid_path, noise, seeds, args.variants, clean_ensemble_only=args.quick)
+                if restricted
+                else grid_path
+            )
+            run_benchmark(grid, out, data_root=args.data_root, workers=args.workers)
+        except ConfigError as error:
+            print(f"evidence: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"evidence: stopped; the finished runs are in {out / 'results.csv'}; the same command resumes", file=sys.stderr)
+            return 130
+    if not (out / "results.csv").is_file():
+        print(f"evidence: error: {out / 'results.csv'} does not exist; run the study first", file=sys.stderr)
         return 2
-    print(recovery_table(output.results_csv))
-    print(f"\nresults: {output.results_csv}\nsummary: {output.summary_md}")
+    frame = load_rows(out / "results.csv")
+    report = evidence_markdown(frame, variant_order)
+    (out / "evidence.md").write_text(report, encoding="utf-8")
+    plot = plot_rsum_vs_noise(frame, variant_order, out / "rsum_vs_noise.png")
+    print(report)
+    print(f"tables: {out / 'evidence.md'}" + (f"\nplot: {plot}" if plot else ""))
     return 0
 
 

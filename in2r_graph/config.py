@@ -81,7 +81,7 @@ class RectifyConfig:
     knn_edges: int = _field(3, "Fellow neighbours each node links to under the `knn` topology.")
     edge_weights: str = _field("none", "Edge weights: `none`, `partner` or `query` side similarities.")
     query_node: bool = _field(False, "Add the query itself as a node of its graph.")
-    search_backend: str = _field("torch", "Neighbour search: `torch` (exact), `faiss` (flat) or `auto`.")
+    search_backend: str = _field("torch", "Neighbour search: `torch` (exact), `faiss` (flat), `faiss-ivf`, `faiss-gpu` or `auto`.")
     bank_size: int | None = _field(
         None, "Capacity of each memory bank, in pairs; empty means the training pairs, at most 65,536."
     )
@@ -351,7 +351,9 @@ def validate_config(config: Config) -> None:
     _choice(rectify.readout, ("mean", "attention", "query"), "rectify.readout")
     _choice(rectify.topology, ("complete", "knn", "star"), "rectify.topology")
     _choice(rectify.edge_weights, ("none", "partner", "query"), "rectify.edge_weights")
-    _choice(rectify.search_backend, ("torch", "faiss", "auto"), "rectify.search_backend")
+    # The backend registry lives above this layer (plugins may add names); the trainer checks the name.
+    if not rectify.search_backend:
+        raise ConfigError("rectify.search_backend is empty; expected a backend name such as 'torch'")
     _choice(rectify.bank_owner, ("own", "peer"), "rectify.bank_owner")
     if rectify.readout == "query" and not rectify.query_node:
         raise ConfigError("rectify.readout='query' needs rectify.query_node=true")
@@ -380,10 +382,27 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"train.lr={train.lr} is invalid; expected a positive finite number")
     if not (math.isfinite(train.weight_decay) and train.weight_decay >= 0):
         raise ConfigError(f"train.weight_decay={train.weight_decay} is invalid; expected a finite number >= 0")
-    if train.temperature <= 0:
+    if not (math.isfinite(train.temperature) and train.temperature > 0):
         raise ConfigError(f"train.temperature={train.temperature} is invalid; expected a positive number")
+    if not (math.isfinite(train.grad_clip) and train.grad_clip >= 0):
+        raise ConfigError(f"train.grad_clip={train.grad_clip} is invalid; expected a finite number >= 0 (0 disables)")
+    if not (math.isfinite(train.lr_decay) and train.lr_decay > 0):
+        raise ConfigError(f"train.lr_decay={train.lr_decay} is invalid; expected a positive factor such as 0.1")
+    if not (math.isfinite(rectify.weight) and rectify.weight >= 0):
+        raise ConfigError(f"rectify.weight={rectify.weight} is invalid; expected a finite number >= 0")
+    if train.ensemble and train.method != "contrastive":
+        raise ConfigError(
+            f"train.ensemble=true applies to train.method='contrastive'; {train.method!r} already trains "
+            "two networks and averages their similarities"
+        )
     if not 0.0 < train.clean_threshold < 1.0:
         raise ConfigError(f"train.clean_threshold={train.clean_threshold} is invalid; expected (0, 1)")
+    run_name = train.run_name
+    if run_name is not None and (run_name in ("", ".", "..") or "/" in run_name or os.sep in run_name):
+        raise ConfigError(
+            f"train.run_name={run_name!r} is invalid; expected a folder name without path separators "
+            "(train.out_dir sets the parent folder)"
+        )
     if train.eval_shard_size < 1:
         raise ConfigError(f"train.eval_shard_size={train.eval_shard_size} is invalid; expected a positive count")
     for epoch in train.lr_decay_epochs:

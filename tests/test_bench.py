@@ -296,6 +296,12 @@ def test_plugin_refiner_runs_in_worker(tmp_path):
     assert not math.isnan(row["text_prototype_fidelity"])
 
 
+def test_bench_exits_1_when_every_cell_fails(tmp_path):
+    grid = _write_grid(tmp_path, {"base": {**TINY_BASE, "data.root": str(tmp_path / "no-datasets")}})
+    assert main(["bench", "--grid", str(grid), "--out", str(tmp_path / "out")]) == 1
+    assert read_results(tmp_path / "out" / "results.csv")["status"].tolist() == ["failed"]
+
+
 @pytest.mark.slow
 def test_worker_failure_recorded(tmp_path):
     grid = _write_grid(tmp_path, {"base": {**TINY_BASE, "data.root": str(tmp_path / "no-datasets")}, "grid": {"seed": [0]}})
@@ -305,6 +311,25 @@ def test_worker_failure_recorded(tmp_path):
     assert "no-datasets" in row["error"]
     assert row["peak_memory_mb"] > 0
     assert (tmp_path / "out" / "summary.md").read_text().count("## Failed cells") == 1
+
+
+def test_parallel_workers_record_every_cell(tmp_path):
+    grid = _write_grid(tmp_path, {"base": TINY_BASE, "grid": {"seed": [0, 1, 2]}})
+    output = run_benchmark(grid, tmp_path / "out", workers=2)
+    results = output.run.results
+    assert list(results["cell_id"]) == ["seed=0", "seed=1", "seed=2"]
+    assert (results["status"] == "ok").all()
+    again = run_benchmark(grid, tmp_path / "out", workers=2)
+    assert (again.run.ran, again.run.skipped) == (0, 3)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_bench_rejects_bad_worker_count(tmp_path, capsys, value):
+    grid = _write_grid(tmp_path, {"base": TINY_BASE})
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--grid", str(grid), "--workers", value])
+    assert stop.value.code == 2
+    assert "is not a whole number >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

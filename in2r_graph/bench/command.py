@@ -35,6 +35,7 @@ def run_benchmark(
     out_dir: str | Path | None = None,
     *,
     data_root: str | Path | None = None,
+    workers: int = 1,
 ) -> BenchmarkOutput:
     """Run a grid (resuming an earlier call on the same folder), then write the summary and the plots.
 
@@ -42,10 +43,11 @@ def run_benchmark(
         grid: a grid file or a parsed grid.
         out_dir: output folder; default ``runs/bench-<grid file stem>``.
         data_root: overrides ``data.root`` of every cell.
+        workers: cells trained at the same time (see :func:`run_grid`).
     """
     spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.path)
-    run = run_grid(spec, out_dir, data_root=data_root)
+    run = run_grid(spec, out_dir, data_root=data_root, workers=workers)
     axes = list(spec.axes)
     summary = write_summary(run.results, axes, out_dir / "summary.md", title=f"Ablation grid {spec.path.name}")
     plots = write_plots(run.results, axes, out_dir / "plots")
@@ -67,7 +69,7 @@ def _interrupt_on_signal(signum, frame) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    """Run ``in2r-graph bench``; return 0 when the grid finished, failed cells included.
+    """Run ``in2r-graph bench``; return 0 when the grid finished with at least one cell ok, 1 when every cell failed.
 
     SIGTERM (from ``timeout``, a job scheduler or ``kill``) is handled like
     Ctrl-C, so the running worker is stopped as well and the finished cells
@@ -79,7 +81,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     try:
-        output = run_benchmark(spec, args.out, data_root=args.data_root)
+        output = run_benchmark(spec, args.out, data_root=args.data_root, workers=args.workers)
     finally:
         signal.signal(signal.SIGTERM, previous)
     run = output.run
@@ -89,4 +91,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         f"results: {output.results_csv}\nsummary: {output.summary_md}\n"
         + "".join(f"plot: {path}\n" for path in output.plots)
     )
+    if run.cells and run.failed == len(run.cells):
+        logger.error("every cell of %s failed; see the errors in %s", spec.path, output.results_csv)
+        return 1
     return 0

@@ -32,6 +32,7 @@ SUMMARY_METRICS = (
     ("test_best_t2i_r1", "t2i R@1", 1),
     ("split_precision", "split P", 3),
     ("split_recall", "split R", 3),
+    ("split_auc", "split AUC", 3),
     ("text_prototype_fidelity", "text proto cos", 3),
     ("text_given_fidelity", "text given cos", 3),
     ("image_prototype_fidelity", "image proto cos", 3),

@@ -109,6 +109,8 @@ def metrics_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     row["split_precision"] = split.get("precision", math.nan)
     row["split_recall"] = split.get("recall", math.nan)
     last_record = summary.get("last_record") or {}
+    aucs = [value for key, value in last_record.items() if key.endswith("/split_auc") and not math.isnan(value)]
+    row["split_auc"] = float(np.mean(aucs)) if aucs else math.nan
     for metric in PROBE_METRICS:
         values = [value for key, value in last_record.items() if key.endswith(f"/{metric}")]
         row[metric] = float(np.mean(values)) if values else math.nan
@@ -196,79 +198,108 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def run_cell_process(
-    cell: Cell, cell_dir: Path, imports: list[str], timeout: float | None = None
-) -> dict[str, Any]:
-    """Train one cell in a worker process and return its result columns.
+class CellProcess:
+    """One cell's training, running in a worker process.
 
     The worker's wall time and peak resident memory (``ru_maxrss`` from
     ``os.wait4``, so it covers exactly that process) are measured here.
     """
-    if cell_dir.exists():
-        shutil.rmtree(cell_dir)
-    cell_dir.mkdir(parents=True)
-    config = copy.deepcopy(cell.config)
-    config.train.out_dir = str(cell_dir)
-    config.train.run_name = "run"
-    result_file = cell_dir / "result.json"
-    cell_file = cell_dir / "cell.json"
-    cell_file.write_text(
-        json.dumps({"config": config.to_dict(), "imports": imports, "result": str(result_file)}, indent=2),
-        encoding="utf-8",
-    )
-    env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    log_path = cell_dir / "worker.log"
-    started = time.monotonic()
-    timed_out = False
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "in2r_graph.bench.worker", str(cell_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+
+    def __init__(
+        self,
+        cell: Cell,
+        cell_dir: Path,
+        imports: list[str],
+        timeout: float | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if cell_dir.exists():
+            shutil.rmtree(cell_dir)
+        cell_dir.mkdir(parents=True)
+        config = copy.deepcopy(cell.config)
+        config.train.out_dir = str(cell_dir)
+        config.train.run_name = "run"
+        self.cell = cell
+        self.timeout = timeout
+        self.result_file = cell_dir / "result.json"
+        self.log_path = cell_dir / "worker.log"
+        cell_file = cell_dir / "cell.json"
+        cell_file.write_text(
+            json.dumps({"config": config.to_dict(), "imports": imports, "result": str(self.result_file)}, indent=2),
+            encoding="utf-8",
         )
-        try:
-            while True:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-                if pid:
-                    break
-                if timeout is not None and time.monotonic() - started > timeout and not timed_out:
-                    logger.error("cell %s: no result after %.0f s; stopping it", cell.label, timeout)
-                    process.kill()
-                    timed_out = True
-                time.sleep(0.2)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-    process.returncode = os.waitstatus_to_exitcode(status)
-    row: dict[str, Any] = {
-        "wall_seconds": round(time.monotonic() - started, 2),
-        "peak_memory_mb": round(_peak_memory_mb(usage.ru_maxrss), 1),
-    }
-    if result_file.is_file():
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-    elif timed_out:
-        result = {"status": "failed", "error": f"timed out after {timeout:.0f} s (cell_timeout); see {log_path}"}
-    else:
-        detail = _last_line(log_path)
-        result = {
-            "status": "failed",
-            "error": f"worker ended without a result ({_describe_exit(process.returncode)}); last log line: "
-            f"{detail!r}; see {log_path}",
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if threads is not None:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        self.started = time.monotonic()
+        self.timed_out = False
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "in2r_graph.bench.worker", str(cell_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def poll(self) -> dict[str, Any] | None:
+        """Return the cell's result columns once the worker has ended, else None."""
+        pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+        if not pid:
+            if self.timeout is not None and time.monotonic() - self.started > self.timeout and not self.timed_out:
+                logger.error("cell %s: no result after %.0f s; stopping it", self.cell.label, self.timeout)
+                self.process.kill()
+                self.timed_out = True
+            return None
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        return self._row(usage)
+
+    def kill(self) -> None:
+        """Stop the worker and reap it."""
+        self.process.kill()
+        self.process.wait()
+
+    def _row(self, usage: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "wall_seconds": round(time.monotonic() - self.started, 2),
+            "peak_memory_mb": round(_peak_memory_mb(usage.ru_maxrss), 1),
         }
-    row["status"] = result["status"]
-    row["error"] = result.get("error", "")[:ERROR_TEXT_LIMIT]
-    if result["status"] == "ok":
-        row.update(metrics_from_summary(result["summary"]))
+        if self.result_file.is_file():
+            result = json.loads(self.result_file.read_text(encoding="utf-8"))
+        elif self.timed_out:
+            result = {"status": "failed", "error": f"timed out after {self.timeout:.0f} s (cell_timeout); see {self.log_path}"}
+        else:
+            detail = _last_line(self.log_path)
+            result = {
+                "status": "failed",
+                "error": f"worker ended without a result ({_describe_exit(self.process.returncode)}); last log line: "
+                f"{detail!r}; see {self.log_path}",
+            }
+        row["status"] = result["status"]
+        row["error"] = result.get("error", "")[:ERROR_TEXT_LIMIT]
+        if result["status"] == "ok":
+            row.update(metrics_from_summary(result["summary"]))
+        return row
+
+
+def run_cell_process(
+    cell: Cell, cell_dir: Path, imports: list[str], timeout: float | None = None
+) -> dict[str, Any]:
+    """Train one cell in a worker process, wait for it and return its result columns."""
+    job = CellProcess(cell, cell_dir, imports, timeout)
+    try:
+        while (row := job.poll()) is None:
+            time.sleep(0.2)
+    except BaseException:
+        job.kill()
+        raise
     return row
 
 
-def _eta(seconds_per_cell: list[float], remaining: int) -> str:
+def _eta(seconds_per_cell: list[float], remaining: int, workers: int = 1) -> str:
     if not seconds_per_cell:
         return "unknown until a cell finishes"
-    left = float(np.mean(seconds_per_cell)) * remaining
+    left = float(np.mean(seconds_per_cell)) * remaining / min(workers, max(1, remaining))
     return f"about {left / 60:.1f} min" if left >= 60 else f"about {left:.0f} s"
 
 
@@ -277,6 +308,7 @@ def run_grid(
     out_dir: str | Path,
     *,
     data_root: str | Path | None = None,
+    workers: int = 1,
 ) -> GridRun:
     """Run every unfinished cell of a grid and keep ``results.csv`` up to date after each one.
 
@@ -284,10 +316,16 @@ def run_grid(
         spec: a parsed grid or the path of a grid file.
         out_dir: output folder; created when missing, reused (resumed) when present.
         data_root: overrides ``data.root`` of every cell.
+        workers: cells trained at the same time, each in its own process. On a
+            CPU each worker gets ``cpu_count // workers`` threads unless
+            ``OMP_NUM_THREADS`` is set; on one GPU, several small cells can
+            share the device.
 
     Returns:
         A :class:`GridRun` with the rows of the grid's cells.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} is invalid; expected a whole number >= 1")
     if not isinstance(spec, GridSpec):
         spec = load_grid(spec)
     out_dir = Path(out_dir)
@@ -304,39 +342,67 @@ def run_grid(
     skipped = len(cells) - len(pending)
     invalid = sum(cell.error is not None for cell in pending)
     logger.info(
-        "grid %s: %d cells, %d already finished, %d to run (%d invalid) -> %s",
-        spec.path, len(cells), skipped, len(pending) - invalid, invalid, out_dir,
+        "grid %s: %d cells, %d already finished, %d to run (%d invalid, %d at a time) -> %s",
+        spec.path, len(cells), skipped, len(pending) - invalid, invalid, workers, out_dir,
     )
     order = {cell.cell_id: index for index, cell in enumerate(cells)}
     durations: list[float] = []
     started = time.monotonic()
+    queue = list(pending)
+    running: list[CellProcess] = []
+    # Parallel workers share the cores instead of each starting one thread per core.
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     done = skipped
-    for position, cell in enumerate(pending):
-        number = order[cell.cell_id] + 1
+
+    def record(cell: Cell, result: dict[str, Any]) -> None:
+        nonlocal frame, done
         row = {"cell_id": cell.cell_id, "cell": cell.label, "config_hash": cell.config_hash, **_setting_values(cell, spec)}
-        if cell.error is not None:
-            logger.warning("cell %d/%d (%s): invalid settings: %s", number, len(cells), cell.label, cell.error)
-            row.update(status="failed", error=cell.error[:ERROR_TEXT_LIMIT])
-        else:
-            remaining = sum(other.error is None for other in pending[position:])
-            logger.info(
-                "cell %d/%d (%s): running; %d done, %.0f s elapsed, time left %s",
-                number, len(cells), cell.label, done, time.monotonic() - started, _eta(durations, remaining),
-            )
-            row.update(run_cell_process(cell, out_dir / "cells" / cell.cell_id, spec.imports, spec.cell_timeout))
-            durations.append(row["wall_seconds"])
-            if row["status"] == "ok":
-                logger.info(
-                    "cell %d/%d (%s): ok, test rSum %.1f (best dev), %.0f s, peak %.0f MB",
-                    number, len(cells), cell.label, row.get("test_best_rsum", math.nan),
-                    row["wall_seconds"], row["peak_memory_mb"],
-                )
-            else:
-                logger.error("cell %d/%d (%s): failed: %s", number, len(cells), cell.label, row["error"])
+        row.update(result)
         row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         frame = _in_grid_order(_merge_row(frame, row), order)
         write_results(frame, results_path)
         done += 1
+
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                cell = queue.pop(0)
+                number = order[cell.cell_id] + 1
+                if cell.error is not None:
+                    logger.warning("cell %d/%d (%s): invalid settings: %s", number, len(cells), cell.label, cell.error)
+                    record(cell, {"status": "failed", "error": cell.error[:ERROR_TEXT_LIMIT]})
+                    continue
+                remaining = len(running) + sum(other.error is None for other in queue) + 1
+                logger.info(
+                    "cell %d/%d (%s): running; %d done, %.0f s elapsed, time left %s",
+                    number, len(cells), cell.label, done, time.monotonic() - started,
+                    _eta(durations, remaining, workers),
+                )
+                running.append(
+                    CellProcess(cell, out_dir / "cells" / cell.cell_id, spec.imports, spec.cell_timeout, threads)
+                )
+            for job in list(running):
+                row = job.poll()
+                if row is None:
+                    continue
+                running.remove(job)
+                cell, number = job.cell, order[job.cell.cell_id] + 1
+                durations.append(row["wall_seconds"])
+                if row["status"] == "ok":
+                    logger.info(
+                        "cell %d/%d (%s): ok, test rSum %.1f (best dev), %.0f s, peak %.0f MB",
+                        number, len(cells), cell.label, row.get("test_best_rsum", math.nan),
+                        row["wall_seconds"], row["peak_memory_mb"],
+                    )
+                else:
+                    logger.error("cell %d/%d (%s): failed: %s", number, len(cells), cell.label, row["error"])
+                record(cell, row)
+            if running:
+                time.sleep(0.2)
+    except BaseException:
+        for job in running:
+            job.kill()
+        raise
 
     current = frame[frame["cell_id"].isin(order)].reset_index(drop=True)
     return GridRun(out_dir, cells, current, ran=len(pending), skipped=skipped)

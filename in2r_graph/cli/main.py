@@ -31,6 +31,16 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
 RUN_ERRORS = (NonFiniteLossError, OSError)
 
 
+def _whole_number_at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="in2r-graph",
@@ -85,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="Output folder (default: runs/bench-<grid file name>); a rerun skips the finished cells."
     )
     bench.add_argument("--data-root", help="Folder that contains the dataset folders; overrides data.root of every cell.")
+    bench.add_argument(
+        "--workers",
+        type=_whole_number_at_least_one,
+        default=1,
+        help="Cells trained at the same time, each in its own process (default: 1); on a CPU they share the cores.",
+    )
     bench.add_argument("--dry-run", action="store_true", help="List the cells and their validity; train nothing.")
     bench.add_argument("-v", "--verbose", action="store_true", help="Print debug messages.")
 

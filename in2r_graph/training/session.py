@@ -23,6 +23,7 @@ from ..data.pairs import PairData, subset_split
 from ..data.precomp import PrecompSplit, bundled_dataset_root, load_dataset
 from ..data.vocab import Vocabulary
 from ..data.word_vectors import read_word_vectors
+from ..search import list_backends
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_array_atomic, write_bytes_atomic
 
@@ -238,6 +239,12 @@ def build_trainer(
 
     sizes = input_sizes(data)
     check_bank_capacity(config, sizes["num_pairs"])
+    backends = list_backends()
+    if config.train.method == "in2r" and config.rectify.search_backend not in backends:
+        raise ConfigError(
+            f"rectify.search_backend={config.rectify.search_backend!r} is unknown; the registered backends are "
+            f"{', '.join(backends)}"
+        )
     try:
         networks = build_networks(config, sizes)
     except ValueError as error:
@@ -382,7 +389,11 @@ def run_training(
         saved = _load_resume_checkpoint(run_dir)
     else:
         name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
-        run_dir = Path(config.train.out_dir) / name
+        out_dir = Path(config.train.out_dir)
+        blocking = next((path for path in (out_dir, *out_dir.parents) if path.exists() and not path.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"train.out_dir={str(out_dir)!r} cannot hold run folders: {blocking} is a file, not a folder")
+        run_dir = out_dir / name
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
     # Every rank checks the folder before rank 0 creates it.

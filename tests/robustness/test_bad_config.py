@@ -56,6 +56,17 @@ MORE_SETTINGS = {
         ["--set", "train.min_noisy_fraction=1"],
         ["train.min_noisy_fraction=1.0 is invalid; expected [0, 1)"],
     ),
+    "unknown_search_backend": (
+        ["--set", "rectify.search_backend=annoy"],
+        ["rectify.search_backend='annoy' is unknown", "the registered backends are", "faiss-ivf", "torch"],
+    ),
+    "negative_grad_clip": (["--set", "train.grad_clip=-1"], ["train.grad_clip=-1.0 is invalid", "0 disables"]),
+    "negative_rectify_weight": (["--set", "rectify.weight=-0.5"], ["rectify.weight=-0.5 is invalid"]),
+    "ensemble_with_in2r": (
+        ["--set", "train.ensemble=true"],
+        ["train.ensemble=true applies to train.method='contrastive'", "'in2r' already trains two networks"],
+    ),
+    "run_name_with_separator": (["--run-name", "../escape"], ["train.run_name='../escape' is invalid"]),
     "word_vectors_with_embeddings": (
         ["--set", "model.word_vectors=glove.txt"],
         ["model.word_vectors='glove.txt' is set", "the text encoder is 'embedding'", "word vectors feed only the bi-GRU"],
@@ -172,6 +183,16 @@ def test_more_bad_files_rejected(case, shared_dataset, tmp_path, cli_in_process)
 
     assert_user_error(result, *fragments)
     assert not (tmp_path / "runs").exists()
+
+
+def test_out_dir_that_is_a_file(shared_dataset, tmp_path, cli_in_process):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder", encoding="utf-8")
+
+    result = cli_in_process(*train_args(shared_dataset, blocker / "nested"))
+
+    assert_user_error(result, f"{blocker} is a file, not a folder")
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
 
 
 def test_resume_of_plain_folder(tmp_path, cli_in_process):
