@@ -336,26 +336,15 @@ def build_cell_config(
 
 
 def check_refiner(config: Config) -> None:
-    """Build one refiner with the cell's settings so that invalid combinations fail before a run starts.
-
-    NOTE: the keyword arguments mirror ``training.network.build_network``; the
-    worker still records any error that this check misses.
-    """
+    """Build one refiner with the cell's settings so that invalid combinations fail before a run starts."""
     if config.train.method != "in2r":
         return
-    from ..refiners import build_refiner  # PyTorch Geometric loads slowly; only grids with in2r cells need it
+    # PyTorch Geometric loads slowly; only grids with in2r cells need it.
+    from ..refiners import build_refiner
+    from ..training.network import refiner_options
 
-    rectify = config.rectify
     try:
-        build_refiner(
-            rectify.refiner,
-            config.model.embed_dim,
-            num_layers=rectify.num_layers,
-            heads=rectify.heads,
-            dropout=rectify.refiner_dropout,
-            readout=rectify.readout,
-            use_edge_weight=rectify.edge_weights != "none",
-        )
+        build_refiner(config.rectify.refiner, config.model.embed_dim, **refiner_options(config))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"invalid refiner settings: {error}") from None
 

@@ -24,10 +24,8 @@ from torch import Tensor, nn
 
 from ..config import Config, dump_config, validate_config
 from ..evaluation.retrieval import RECALL_KS
-from ..memory import MemoryBank
-from ..refiners import build_refiner
 from ..training.checkpoint import load_checkpoint
-from ..training.network import Network, resolve_bank_size
+from ..training.network import Network, build_rectification
 from ..training.session import make_split_hook, resolve_device
 from ..training.trainer import Trainer
 from .dataset import Collate, PairedSplit, RowView, SideBatch, clean_labels
@@ -400,19 +398,9 @@ def _build_networks(
 
 def _assemble(config: Config, encoders: tuple[SideEncoder, SideEncoder], num_pairs: int, rectifying: bool) -> Network:
     """Add refiners and a bank to two encoders, with the settings ``build_network`` uses for image-text runs."""
-    model, rectify = config.model, config.rectify
     b_refiner = a_refiner = bank = None
     if rectifying:
-        options = {
-            "num_layers": rectify.num_layers,
-            "heads": rectify.heads,
-            "dropout": rectify.refiner_dropout,
-            "readout": rectify.readout,
-            "use_edge_weight": rectify.edge_weights != "none",
-        }
-        b_refiner = build_refiner(rectify.refiner, model.embed_dim, **options)
-        a_refiner = build_refiner(rectify.refiner, model.embed_dim, **options)
-        bank = MemoryBank(resolve_bank_size(config, num_pairs), model.embed_dim)
+        b_refiner, a_refiner, bank = build_rectification(config, num_pairs)
     return Network(encoders[0], encoders[1], text_refiner=b_refiner, image_refiner=a_refiner, bank=bank)
 
 

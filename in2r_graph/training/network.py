@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..config import Config
@@ -104,14 +106,25 @@ def build_network(
 
     text_refiner = image_refiner = bank = None
     if with_rectification:
-        refiner_kwargs = dict(
-            num_layers=rectify.num_layers,
-            heads=rectify.heads,
-            dropout=rectify.refiner_dropout,
-            readout=rectify.readout,
-            use_edge_weight=rectify.edge_weights != "none",
-        )
-        text_refiner = build_refiner(rectify.refiner, model.embed_dim, **refiner_kwargs)
-        image_refiner = build_refiner(rectify.refiner, model.embed_dim, **refiner_kwargs)
-        bank = MemoryBank(resolve_bank_size(config, num_pairs), model.embed_dim)
+        text_refiner, image_refiner, bank = build_rectification(config, num_pairs)
     return Network(image_encoder, text_encoder, text_refiner, image_refiner, bank)
+
+
+def refiner_options(config: Config) -> dict[str, Any]:
+    """Return the keyword arguments of ``build_refiner`` that the configuration sets."""
+    rectify = config.rectify
+    return dict(
+        num_layers=rectify.num_layers,
+        heads=rectify.heads,
+        dropout=rectify.refiner_dropout,
+        readout=rectify.readout,
+        use_edge_weight=rectify.edge_weights != "none",
+    )
+
+
+def build_rectification(config: Config, num_pairs: int) -> tuple[nn.Module, nn.Module, MemoryBank]:
+    """Build one network's caption-prototype refiner, image-prototype refiner and memory bank."""
+    options = refiner_options(config)
+    text_refiner = build_refiner(config.rectify.refiner, config.model.embed_dim, **options)
+    image_refiner = build_refiner(config.rectify.refiner, config.model.embed_dim, **options)
+    return text_refiner, image_refiner, MemoryBank(resolve_bank_size(config, num_pairs), config.model.embed_dim)
