@@ -84,13 +84,13 @@ def restricted_grid(
     grid = document["grid"]
     exclude = list(document.get("exclude") or [])
 
-    def keep(axis: str, wanted: list) -> list:
+    def keep(axis: str, requested: list) -> list:
         if axis not in grid:
             raise ConfigError(f"{path.name} does not vary {axis}; its axes are {list(grid)}")
-        unknown = [value for value in wanted if value not in grid[axis]]
+        unknown = [value for value in requested if value not in grid[axis]]
         if unknown:
             raise ConfigError(f"{path.name}: {axis} {unknown} not in the study; it has {grid[axis]}")
-        return [value for value in grid[axis] if value in wanted]
+        return [value for value in grid[axis] if value in requested]
 
     if seeds is not None:
         grid["seed"] = keep("seed", seeds)
@@ -174,6 +174,7 @@ def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
     groups = _groups(frame)
     clean_rows = groups.get(("caption", 0.0), {}).get(ENSEMBLE)
     clean = _mean(clean_rows["test_best_rsum"]) if clean_rows is not None else math.nan
+
     lines = []
     if not math.isnan(clean):
         lines.append(f"C (two-network contrastive ensemble, clean pairs): test rSum {_mean_std(clean_rows['test_best_rsum'])}.\n")
@@ -182,6 +183,7 @@ def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
         "| recovery | split P | split R | split AUC | text proto cos | image proto cos | wall min |"
     )
     order = {name: position for position, name in enumerate(variant_order)}
+
     for (convention, ratio) in sorted(groups, key=lambda key: (key[0] != "caption", key[1])):
         variants = groups[(convention, ratio)]
         floor_rows = variants.get(ENSEMBLE)
@@ -200,6 +202,7 @@ def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
             cells += [_mean_std(pd.to_numeric(rows["wall_seconds"], errors="coerce") / 60, 1)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+
     lines += target_checks(groups, clean)
     return "\n".join(lines) + "\n"
 
@@ -217,7 +220,10 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
         rsum = _mean(variants[best]["test_best_rsum"])
         floor = _mean(variants[ENSEMBLE]["test_best_rsum"]) if ENSEMBLE in variants else math.nan
         recovery = _recovery(rsum, floor, clean)
-        verdict = "not measured (C or F missing)" if math.isnan(recovery) else ("met" if recovery >= 0.85 else "NOT met")
+        if math.isnan(recovery):
+            verdict = "not measured (C or F missing)"
+        else:
+            verdict = "met" if recovery >= 0.85 else "NOT met"
         lines.append(
             f"- caption {100 * ratio:.0f} %, {best} (chosen on dev) recovers "
             f"{'-' if math.isnan(recovery) else f'{recovery:.2f}'} of C - F (target >= 0.85): {verdict}."

@@ -72,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="Re-evaluate a run directory or a checkpoint file.")
     evaluate.add_argument("target", help="A run directory (uses checkpoints/best.pt) or a .pt checkpoint.")
     evaluate.add_argument("--split", default="test", help="Split name to evaluate (default: test).")
-    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best", help="Which checkpoint of a run directory.")
+    evaluate.add_argument(
+        "--checkpoint", choices=("best", "last"), help="Which checkpoint of a run directory (default: best)."
+    )
     evaluate.add_argument("--data-root", help="Override the data root stored in the checkpoint.")
     evaluate.add_argument("--five-fold", action="store_true", help="Also report the COCO-style mean over 5 folds of 1,000 images.")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+    evaluate.add_argument("-v", "--verbose", action="store_true", help="Print debug messages.")
 
     noise = commands.add_parser("noise", help="Write a noise index file for a training split.")
     noise.add_argument("--data-root", help="Folder that contains dataset folders (default: the bundled data).")
@@ -170,7 +173,7 @@ def _make_input_paths_absolute(config: Config) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from ..evaluation.retrieval import format_metrics_table
     from ..training import distributed as dist_utils
-    from ..training.session import run_training
+    from ..training.session import describe_noise, run_training
 
     if args.resume:
         resume_dir = Path(args.resume)
@@ -214,8 +217,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"in2r-graph {summary['method']} on {Path(summary['dataset']).name}: test split, {summary['test_images']} images x "
         f"{summary['test_captions']} captions",
         format_metrics_table(summary["test"]),
-        f"noise: {config.data.noise_convention} convention, {100 * config.data.noise_ratio:.1f}% requested, "
-        f"{100 * summary['realised_noise']:.2f}% realised",
+        f"noise: {describe_noise(config, summary['realised_noise'])}",
     ]
     split = summary["split"]
     if split:
@@ -246,7 +248,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.split.strip():
         raise ConfigError("--split is empty; expected a split name such as test or dev")
     target = Path(args.target)
-    path = target / "checkpoints" / f"{args.checkpoint}.pt" if target.is_dir() else target
+    if target.is_dir():
+        path = target / "checkpoints" / f"{args.checkpoint or 'best'}.pt"
+    elif args.checkpoint is not None:
+        raise ConfigError(
+            f"--checkpoint {args.checkpoint} picks a checkpoint inside a run directory, but {target} is not a directory; "
+            "pass the run directory, or the .pt file alone"
+        )
+    else:
+        path = target
     device = resolve_device(args.device)
     state = load_checkpoint(path, map_location=device)
     config, networks = networks_from_checkpoint(state, device)

@@ -316,18 +316,25 @@ def networks_from_checkpoint(state: dict[str, Any], device: torch.device) -> tup
     return config, networks
 
 
+def describe_noise(config: Config, realised: float) -> str:
+    """Return the noise of a run in words: convention, where it came from and the realised rate."""
+    source = (
+        f"from {config.data.noise_file}"
+        if config.data.noise_file
+        else f"{100 * config.data.noise_ratio:.1f}% requested"
+    )
+    return f"{config.data.noise_convention} convention, {source}, {100 * realised:.2f}% realised"
+
+
 def _log_data(config: Config, data: RunData) -> None:
     logger.info(
-        "data %s: %d training pairs (%d images), dev %d images, test %d images; noise %s %.1f%% requested, "
-        "%.2f%% realised",
+        "data %s: %d training pairs (%d images), dev %d images, test %d images; noise: %s",
         data.root,
         data.caption_to_image.size,
         data.train.num_images,
         data.dev.num_images,
         data.test.num_images,
-        config.data.noise_convention,
-        100 * config.data.noise_ratio,
-        100 * data.realised_noise,
+        describe_noise(config, data.realised_noise),
     )
 
 
@@ -340,7 +347,10 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device {name!r} is invalid; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was requested but CUDA is not available; use --set train.device=cpu")
+        raise ConfigError(
+            f"device {name!r} was requested but CUDA is not available; use the CPU "
+            "(train: --set train.device=cpu, evaluate: --device cpu)"
+        )
     return device
 
 

@@ -210,6 +210,15 @@ def test_evaluate_missing_checkpoint(tmp_path, cli_in_process):
     assert_user_error(result, f"checkpoint not found: {tmp_path / 'absent.pt'}")
 
 
+def test_evaluate_checkpoint_flag_with_file(tmp_path, cli_in_process):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"")
+
+    result = cli_in_process("evaluate", checkpoint, "--checkpoint", "last")
+
+    assert_user_error(result, "--checkpoint last picks a checkpoint inside a run directory", "pass the run directory")
+
+
 def test_word_vectors_used(shared_dataset, tmp_path, cli_in_process):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("2 4\nimage 0.1 0.2 0.3 0.4\nunused 1 1 1 1\ncaption 0.5 0.6 0.7 0.8\n", encoding="utf-8")
