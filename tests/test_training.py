@@ -9,6 +9,7 @@ import torch
 
 from in2r_graph.cli.main import main
 from in2r_graph.training.checkpoint import load_checkpoint
+from in2r_graph.training.session import run_directory_lock
 
 TINY = [
     "--set", "data.max_train_pairs=192",
@@ -80,11 +81,33 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_of_locked_run_rejected(tmp_path, capsys):
+    run_dir = _train(tmp_path, "locked", "--method", "co-divide")
+    capsys.readouterr()
+    last = (run_dir / "checkpoints" / "last.pt").read_bytes()
+
+    with run_directory_lock(run_dir):
+        code = main(["train", "--resume", str(run_dir), "--epochs", "4"])
+
+    assert code == 2
+    assert "is in use by another training process" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == last
+    assert main(["train", "--resume", str(run_dir), "--epochs", "4"]) == 0
+
+
+@pytest.mark.slow
 def test_resume_with_other_config_rejected(tmp_path, capsys):
     run_dir = _train(tmp_path, "run")
     code = main(["train", "--resume", str(run_dir), "--set", "rectify.k=3"])
     assert code == 2
     assert "rectify.k was 4 in the saved run but is 3 now" in capsys.readouterr().err
+    config_before = (run_dir / "config.yaml").read_text()
+
+    code = main(["train", "--resume", str(run_dir), "--epochs", "2"])
+
+    assert code == 2
+    assert "has finished 3 epochs, more than train.epochs=2" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == config_before
 
 
 @pytest.mark.slow

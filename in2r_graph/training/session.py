@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from ..config import Config, ConfigError, dump_config
 from ..data.errors import DataError
@@ -39,6 +46,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_DATASET = "openclipart"
 
 # Settings that may differ between a run and its resumption.
+# Held by the training process that writes a run directory.
+LOCK_FILE = ".lock"
+
 RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.num_threads", "train.out_dir", "train.run_name"}
 
 
@@ -292,6 +302,12 @@ def check_resumable(saved: dict[str, Any], config: Config, data: RunData) -> Non
                     f"cannot resume: {name} was {before!r} in the saved run but is {value!r} now; "
                     "resume with the saved configuration or start a new run"
                 )
+    finished = int(saved.get("epoch", 0))
+    if config.train.epochs < finished:
+        raise ConfigError(
+            f"cannot resume: the saved run has finished {finished} epochs, more than train.epochs="
+            f"{config.train.epochs}; give --epochs {finished} or more, or evaluate the run as it is"
+        )
     fingerprint = data.fingerprint()
     for key, value in saved.get("fingerprint", {}).items():
         if fingerprint.get(key) != value:
@@ -393,50 +409,90 @@ def run_training(
     check_input_files(config, word_vectors=resume_dir is None)
     data = load_run_data(config)
     _log_data(config, data)
-    saved = None
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        saved = _load_resume_checkpoint(run_dir)
-    else:
-        name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
-        out_dir = Path(config.train.out_dir)
-        blocking = next((path for path in (out_dir, *out_dir.parents) if path.exists() and not path.is_dir()), None)
-        if blocking is not None:
-            raise ConfigError(f"train.out_dir={str(out_dir)!r} cannot hold run folders: {blocking} is a file, not a folder")
-        run_dir = out_dir / name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
-    # Every rank checks the folder before rank 0 creates it.
-    dist_utils.barrier()
-    trainer = build_trainer(config, data, run_dir, device, pretrained_words=saved is None)
-    if saved is not None:
-        check_resumable(saved, config, data)
-        trainer.load_state_dict(saved)
-        logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+    with contextlib.ExitStack() as held:
+        saved = None
+        if resume_dir is not None:
+            run_dir = Path(resume_dir)
+            if main_process:
+                # Taken before anything in the folder is read or cleaned: another
+                # process may be writing a checkpoint there.
+                held.enter_context(run_directory_lock(run_dir))
+            saved = _load_resume_checkpoint(run_dir)
+        else:
+            name = config.train.run_name or time.strftime(f"%Y%m%d-%H%M%S-{config.train.method}")
+            out_dir = Path(config.train.out_dir)
+            blocking = next((path for path in (out_dir, *out_dir.parents) if path.exists() and not path.is_dir()), None)
+            if blocking is not None:
+                raise ConfigError(f"train.out_dir={str(out_dir)!r} cannot hold run folders: {blocking} is a file, not a folder")
+            run_dir = out_dir / name
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise ConfigError(f"run directory {run_dir} already exists; choose another run name or resume it")
+        # Every rank checks the folder before rank 0 creates it.
+        dist_utils.barrier()
+        trainer = build_trainer(config, data, run_dir, device, pretrained_words=saved is None)
+        if saved is not None:
+            check_resumable(saved, config, data)
+            trainer.load_state_dict(saved)
+            logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
 
-    if main_process:
+        if main_process:
+            try:
+                # A new run takes its folder exclusively, so two runs started in the same second cannot share it.
+                empty = run_dir.is_dir() and not any(run_dir.iterdir())
+                run_dir.mkdir(parents=True, exist_ok=resume_dir is not None or empty)
+            except FileExistsError:
+                raise ConfigError(f"run directory {run_dir} was created by another run; choose another run name") from None
+            if resume_dir is None:
+                held.enter_context(run_directory_lock(run_dir))
+            if on_start is not None:
+                on_start(run_dir)
+            dump_config(config, run_dir / "config.yaml")
+            save_array_atomic(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
+        dist_utils.barrier()
+        logger.info("run directory: %s (device %s)", run_dir, device)
+
+        started = time.monotonic()
         try:
-            # A new run takes its folder exclusively, so two runs started in the same second cannot share it.
-            empty = run_dir.is_dir() and not any(run_dir.iterdir())
-            run_dir.mkdir(parents=True, exist_ok=resume_dir is not None or empty)
-        except FileExistsError:
-            raise ConfigError(f"run directory {run_dir} was created by another run; choose another run name") from None
-        if on_start is not None:
-            on_start(run_dir)
-        dump_config(config, run_dir / "config.yaml")
-        save_array_atomic(run_dir / "train_caption_to_image.npy", data.caption_to_image.astype(np.int64))
-    dist_utils.barrier()
-    logger.info("run directory: %s (device %s)", run_dir, device)
+            trainer.fit()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_interrupt_message(trainer, run_dir)) from None
+        summary = test_summary(trainer, data, run_dir, time.monotonic() - started)
+        if main_process:
+            write_bytes_atomic(run_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
+        return summary
 
-    started = time.monotonic()
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(_interrupt_message(trainer, run_dir)) from None
-    summary = test_summary(trainer, data, run_dir, time.monotonic() - started)
-    if main_process:
-        write_bytes_atomic(run_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
-    return summary
+
+@contextlib.contextmanager
+def run_directory_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` while training writes to it.
+
+    Raises:
+        ConfigError: when another process holds the lock (for example the
+            same ``--resume`` started twice).
+    """
+    if fcntl is None:
+        # NOTE: without fcntl (Windows) two processes can resume one run at once.
+        yield
+        return
+    path = run_dir / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise ConfigError(
+                f"run directory {run_dir} is in use by another training process (pid {owner}); "
+                "wait for it to finish or stop it before resuming"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_resume_checkpoint(run_dir: Path) -> dict[str, Any] | None:
