@@ -351,7 +351,7 @@ def validate_config(config: Config) -> None:
     _choice(rectify.readout, ("mean", "attention", "query"), "rectify.readout")
     _choice(rectify.topology, ("complete", "knn", "star"), "rectify.topology")
     _choice(rectify.edge_weights, ("none", "partner", "query"), "rectify.edge_weights")
-    # The backend registry lives above this layer (plugins may add names); the trainer checks the name.
+    # The backend registry lives above this layer and plugins may add names, so build_trainer checks the name.
     if not rectify.search_backend:
         raise ConfigError("rectify.search_backend is empty; expected a backend name such as 'torch'")
     _choice(rectify.bank_owner, ("own", "peer"), "rectify.bank_owner")
