@@ -422,12 +422,13 @@ def _compute_ranks(
         # Image to text: each image is ranked by its best ground-truth caption.
         best_gt = torch.full((stop - start,), -math.inf, dtype=dtype, device=device)
         best_gt.scatter_reduce_(0, gt_rows, similarity[gt_rows, gt_columns], reduce="amax")  # (S,)
-        i2t_ranks[start:stop] = 1 + (similarity > best_gt.unsqueeze(1)).sum(dim=1)
+        # int32 counts: summing the boolean matrix as int64 would allocate twice the float shard.
+        i2t_ranks[start:stop] = 1 + (similarity > best_gt.unsqueeze(1)).sum(dim=1, dtype=torch.int32)
 
         # Text to image: count the images of this shard above each caption's own image.
         # The own image is masked so that rounding differences never count it against itself.
         similarity[gt_rows, gt_columns] = -math.inf
-        t2i_higher += (similarity > own_image_similarity.unsqueeze(0)).sum(dim=0)
+        t2i_higher += (similarity > own_image_similarity.unsqueeze(0)).sum(dim=0, dtype=torch.int32)
         del similarity  # release this shard before the next one is allocated
 
     return i2t_ranks, 1 + t2i_higher
