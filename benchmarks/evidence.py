@@ -45,7 +45,7 @@ GRIDS = {
     "regions": Path(__file__).resolve().parent / "grids" / "evidence_flickr8k_regions.yaml",
 }
 ENSEMBLE = "contrastive-ensemble"
-IN2R_VARIANTS = ("in2r-attention", "in2r-gat")
+IN2R_VARIANTS = ("in2r-attention", "in2r-gat", "in2r-attention-w0.1")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
 

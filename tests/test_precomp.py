@@ -261,7 +261,16 @@ def test_nan_found_in_later_chunk(tmp_path, monkeypatch):
     images = np.load(tmp_path / "train_ims.npy")
     images[7, 2] = np.nan
     np.save(tmp_path / "train_ims.npy", images)
-    with pytest.raises(DataError, match=re.escape("row 7 contains NaN or inf (1 non-finite values in rows 6..7)")):
+    with pytest.raises(DataError, match=re.escape("row 7 contains NaN or inf; expected finite values")):
+        load_split(tmp_path, "train")
+
+
+def test_feature_path_that_is_a_folder(tmp_path):
+    write_split(tmp_path)
+    (tmp_path / "train_ims.npy").unlink()
+    (tmp_path / "train_ims.npy").mkdir()
+
+    with pytest.raises(DataError, match="train_ims.npy is a folder; expected the image file of split 'train'"):
         load_split(tmp_path, "train")
 
 

@@ -148,6 +148,9 @@ def _check_root(root: Path) -> None:
 
 def _pick_one(root: Path, split: str, candidates: list[str], file_kind: str) -> Path:
     """Return the one existing file among ``candidates``, or raise DataError."""
+    folders = [root / name for name in candidates if (root / name).is_dir()]
+    if folders:
+        raise DataError(f"{folders[0]} is a folder; expected the {file_kind} file of split {split!r}")
     present = [root / name for name in candidates if (root / name).is_file()]
     if len(present) > 1:
         raise DataError(
@@ -191,11 +194,9 @@ def _check_finite(path: Path, array: np.ndarray) -> None:
         finite_rows = np.isfinite(chunk).all(axis=1)
         if not finite_rows.all():
             row = start + int(np.flatnonzero(~finite_rows)[0])
-            count = int(np.count_nonzero(~np.isfinite(chunk)))
             raise DataError(
-                f"{path}: row {row} contains NaN or inf ({count} non-finite values in rows "
-                f"{start}..{start + len(chunk) - 1}); expected finite values "
-                "(load with validate=False to skip this check)"
+                f"{path}: row {row} contains NaN or inf; expected finite values. It is the first such row: "
+                "recompute the features of that item or drop it from the split"
             )
 
 
@@ -227,6 +228,8 @@ def _load_thumbnails(path: Path) -> np.ndarray:
 def _load_images(root: Path, split: str, image_features: str, validate: bool) -> tuple[np.ndarray, str]:
     if image_features == "regions":
         path = root / f"{split}_regions.npy"
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; expected the region features of split {split!r}")
         if not path.is_file():
             raise DataError(
                 f"{root}: image_features='regions' needs {path.name}, which is missing; {_describe_folder(root)}"
