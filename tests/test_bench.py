@@ -313,6 +313,14 @@ def test_worker_failure_recorded(tmp_path):
     assert (tmp_path / "out" / "summary.md").read_text().count("## Failed cells") == 1
 
 
+def test_grid_with_repeated_key_rejected(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("grid:\n  k: [3]\n  k: [5]\n", encoding="utf-8")
+
+    with pytest.raises(GridError, match="found the key 'k' twice"):
+        load_grid(path)
+
+
 def test_parallel_workers_record_every_cell(tmp_path):
     grid = _write_grid(tmp_path, {"base": TINY_BASE, "grid": {"seed": [0, 1, 2]}})
     output = run_benchmark(grid, tmp_path / "out", workers=2)

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from ..config import SECTIONS, Config, ConfigError, resolve_key, validate_config
+from ..config import SECTIONS, Config, ConfigError, read_yaml, resolve_key, validate_config
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def load_grid(path: str | Path) -> GridSpec:
         raise GridError(f"grid file not found: {path}")
     source = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = read_yaml(path)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise GridError(f"{source}: not a valid YAML file: {error}") from None
     if not isinstance(document, dict):

@@ -92,6 +92,12 @@ def _yaml_invalid(folder: Path) -> tuple[list[str], list[str]]:
     return ["--config", str(config)], [str(config), "not a valid YAML file"]
 
 
+def _yaml_duplicate_key(folder: Path) -> tuple[list[str], list[str]]:
+    config = folder / "run.yaml"
+    config.write_text("rectify:\n  k: 3\n  k: 5\n", encoding="utf-8")
+    return ["--config", str(config)], [str(config), "not a valid YAML file", "found the key 'k' twice", "line 3"]
+
+
 def _yaml_missing(folder: Path) -> tuple[list[str], list[str]]:
     config = folder / "absent.yaml"
     return ["--config", str(config)], [f"config file not found: {config}"]
@@ -136,6 +142,7 @@ MORE_FILES: dict[str, Callable[[Path], tuple[list[str], list[str]]]] = {
     "yaml_unknown_key": _yaml_unknown_key,
     "yaml_unknown_section": _yaml_unknown_section,
     "yaml_invalid": _yaml_invalid,
+    "yaml_duplicate_key": _yaml_duplicate_key,
     "yaml_missing": _yaml_missing,
     "word_vectors_wrong_size": _word_vectors_wrong_size,
     "word_vectors_not_utf8": _word_vectors_not_utf8,
