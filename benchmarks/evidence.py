@@ -65,7 +65,19 @@ def parse_noise(text: str) -> list[tuple[str, float]]:
 
 
 def parse_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    """Parse ``a,b`` into ``["a", "b"]``; an empty list is an error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; expected values separated by commas")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``0,1`` into ``[0, 1]``."""
+    try:
+        return [int(item) for item in parse_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers such as 0,1,2") from None
 
 
 def restricted_grid(
@@ -74,8 +86,9 @@ def restricted_grid(
     seeds: list[int] | None,
     variants: list[str] | None,
     clean_ensemble_only: bool,
+    folder: Path,
 ) -> Path:
-    """Write a copy of the grid that keeps only the requested cells; the cells keep their names.
+    """Write into ``folder`` a copy of the grid that keeps only the requested cells; the cells keep their names.
 
     Raises:
         ConfigError: when a requested value is not in the study's grid.
@@ -96,7 +109,14 @@ def restricted_grid(
         grid["seed"] = keep("seed", seeds)
     if variants is not None:
         grid["variant"] = keep("variant", variants)
-    if noise is not None:
+    if noise is not None and "noise_convention" not in grid:
+        # One convention for the whole study, set in its base settings.
+        convention = document.get("base", {}).get("data.noise_convention", "caption")
+        other = sorted({name for name, _ in noise} - {convention})
+        if other:
+            raise ConfigError(f"{path.name} uses {convention}-level noise only; got {other[0]} in --noise")
+        grid["noise_ratio"] = keep("noise_ratio", [ratio for _, ratio in noise])
+    elif noise is not None:
         grid["noise_convention"] = keep("noise_convention", [convention for convention, _ in noise])
         grid["noise_ratio"] = keep("noise_ratio", [ratio for _, ratio in noise])
         for convention in grid["noise_convention"]:
@@ -108,10 +128,9 @@ def restricted_grid(
         if others:
             exclude.append({"noise_ratio": 0.0, "variant": others})
     document["exclude"] = exclude
-    handle, name = tempfile.mkstemp(prefix="evidence-", suffix=".yaml")
-    os.close(handle)
-    Path(name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return Path(name)
+    restricted = folder / path.name
+    restricted.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return restricted
 
 
 def load_rows(results_csv: Path) -> pd.DataFrame:
@@ -125,7 +144,8 @@ def load_rows(results_csv: Path) -> pd.DataFrame:
     for index, row in frame.iterrows():
         if not pd.isna(row["split_auc"]):
             continue
-        summary_file = Path(str(row.get("run_dir", ""))) / "summary.json"
+        # The cell folder, not the run_dir column: older rows hold paths relative to the runner's working directory.
+        summary_file = results_csv.parent / "cells" / str(row["cell_id"]) / "run" / "summary.json"
         if summary_file.is_file():
             record = json.loads(summary_file.read_text(encoding="utf-8")).get("last_record", {})
             aucs = [value for key, value in record.items() if key.endswith("/split_auc")]
@@ -224,23 +244,20 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
             verdict = "not measured (C or F missing)"
         else:
             verdict = "met" if recovery >= 0.85 else "NOT met"
-        lines.append(
-            f"- caption {100 * ratio:.0f} %, {best} (chosen on dev) recovers "
-            f"{'-' if math.isnan(recovery) else f'{recovery:.2f}'} of C - F (target >= 0.85): {verdict}."
-        )
+        share = "an unmeasured share" if math.isnan(recovery) else f"{recovery:.2f}"
+        lines.append(f"- caption {100 * ratio:.0f} %, {best} (chosen on dev) recovers {share} of C - F (target >= 0.85): {verdict}.")
         for rival in ("co-divide", "nearest", "mean"):
             if rival not in variants:
                 continue
             gap = rsum - _mean(variants[rival]["test_best_rsum"])
-            spread = np.nanmax([_spread(variants[best]["test_best_rsum"]), _spread(variants[rival]["test_best_rsum"])])
-            if math.isnan(spread):
-                verdict = "spread unknown (one seed)"
-            else:
+            spreads = [_spread(variants[name]["test_best_rsum"]) for name in (best, rival)]
+            spreads = [value for value in spreads if not math.isnan(value)]
+            if spreads:
+                spread = max(spreads)
                 verdict = "met" if gap > spread else "NOT met"
-            lines.append(
-                f"  - against {rival}: {gap:+.1f} rSum, seed spread (larger std) "
-                f"{'-' if math.isnan(spread) else f'{spread:.1f}'}: {verdict}."
-            )
+                lines.append(f"  - against {rival}: {gap:+.1f} rSum, seed spread (larger std) {spread:.1f}: {verdict}.")
+            else:
+                lines.append(f"  - against {rival}: {gap:+.1f} rSum, seed spread unknown (one seed each).")
         if ratio == 0.4:
             drop = _mean(variants[best]["test_best_rsum"]) - _mean(variants[best]["test_last_rsum"])
             lines.append(
@@ -274,6 +291,9 @@ def plot_rsum_vs_noise(frame: pd.DataFrame, variant_order: list[str], path: Path
         if len(image):
             axis.scatter(100 * image.mean().index + 1, image.mean().values, marker="s", facecolors="none",
                          edgecolors=colour)
+    levels = sorted(100 * frame["data.noise_ratio"].astype(float).unique())
+    axis.set_xticks(levels)
+    axis.set_xlim(min(levels) - 5, max(levels) + 5)
     axis.set_xlabel("caption noise rate (%); hollow squares: image-level noise")
     axis.set_ylabel("test rSum at the best dev epoch")
     axis.set_title("Flickr8k: test rSum against noise rate")
@@ -300,7 +320,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="40 %% caption noise, seed 0, plus C; about 30 min on 2 CPU cores")
     parser.add_argument("--noise", type=parse_noise, help="only these settings, e.g. caption:0.4,image:0.4")
-    parser.add_argument("--seeds", type=parse_list, help="only these training seeds, e.g. 0,1")
+    parser.add_argument("--seeds", type=parse_seeds, help="only these training seeds, e.g. 0,1")
     parser.add_argument("--variants", type=parse_list, help="only these variants, e.g. co-divide,in2r-attention")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (default: 1)")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
@@ -310,6 +330,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if args.workers < 1:
         parser.error(f"--workers {args.workers} is invalid; expected 1 or more")
+    if args.report_only and (args.quick or args.noise or args.seeds or args.variants):
+        parser.error("--report-only reports every finished run; drop --quick, --noise, --seeds and --variants")
 
     grid_path = GRIDS[args.study]
     study = yaml.safe_load(grid_path.read_text(encoding="utf-8"))
@@ -320,31 +342,33 @@ def main() -> int:
         if args.quick:
             if args.study == "main":
                 noise = noise or [("caption", 0.4), ("caption", 0.0)]
-            seeds = seeds or ["0"]
-        try:
-            seeds = None if seeds is None else [int(seed) for seed in seeds]
-        except ValueError:
-            parser.error(f"--seeds {args.seeds!r}: expected whole numbers separated by commas")
+            seeds = seeds or [0]
         restricted = noise is not None or seeds is not None or args.variants is not None
         # SIGTERM (timeout, a scheduler, kill) stops the running workers like Ctrl-C does.
         signal.signal(signal.SIGTERM, _stop)
         try:
-            grid = (
-                restricted_grid(grid_path, noise, seeds, args.variants, clean_ensemble_only=args.quick)
-                if restricted
-                else grid_path
-            )
-            run_benchmark(grid, out, data_root=args.data_root, workers=args.workers)
+            with tempfile.TemporaryDirectory(prefix="evidence-") as scratch:
+                grid = grid_path
+                if restricted:
+                    grid = restricted_grid(grid_path, noise, seeds, args.variants, args.quick, Path(scratch))
+                run_benchmark(grid, out, data_root=args.data_root, workers=args.workers)
         except ConfigError as error:
-            print(f"evidence: error: {error}", file=sys.stderr)
+            print(f"evidence.py: error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"evidence: stopped; the finished runs are in {out / 'results.csv'}; the same command resumes", file=sys.stderr)
+            print(
+                f"evidence.py: stopped; the finished runs are in {out / 'results.csv'} and the same command resumes",
+                file=sys.stderr,
+            )
             return 130
     if not (out / "results.csv").is_file():
-        print(f"evidence: error: {out / 'results.csv'} does not exist; run the study first", file=sys.stderr)
+        print(f"evidence.py: error: {out / 'results.csv'} does not exist; run the study first", file=sys.stderr)
         return 2
-    frame = load_rows(out / "results.csv")
+    try:
+        frame = load_rows(out / "results.csv")
+    except ConfigError as error:
+        print(f"evidence.py: error: {error}", file=sys.stderr)
+        return 2
     report = evidence_markdown(frame, variant_order)
     (out / "evidence.md").write_text(report, encoding="utf-8")
     plot = plot_rsum_vs_noise(frame, variant_order, out / "rsum_vs_noise.png")

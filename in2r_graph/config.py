@@ -268,14 +268,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects a mapping with the same key twice (PyYAML keeps the last one)."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping that sets one key twice."""
+
+
 def _unique_key_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
-            )
+            raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r} is set twice")
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -422,7 +424,7 @@ def validate_config(config: Config) -> None:
     if not 0.0 < train.clean_threshold < 1.0:
         raise ConfigError(f"train.clean_threshold={train.clean_threshold} is invalid; expected (0, 1)")
     run_name = train.run_name
-    if run_name is not None and (run_name in ("", ".", "..") or "/" in run_name or os.sep in run_name):
+    if run_name and (run_name in (".", "..") or "/" in run_name or os.sep in run_name):
         raise ConfigError(
             f"train.run_name={run_name!r} is invalid; expected a folder name without path separators "
             "(train.out_dir sets the parent folder)"

@@ -313,11 +313,29 @@ def test_worker_failure_recorded(tmp_path):
     assert (tmp_path / "out" / "summary.md").read_text().count("## Failed cells") == 1
 
 
+@pytest.mark.parametrize("content", ["", "hello,world\n1,2\n"])
+def test_unreadable_results_file_rejected(tmp_path, content):
+    grid = _write_grid(tmp_path, {"base": TINY_BASE})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.csv").write_text(content, encoding="utf-8")
+
+    with pytest.raises(GridError, match="move it away to run the grid afresh"):
+        run_benchmark(grid, tmp_path / "out")
+
+
+def test_output_folder_that_is_a_file_rejected(tmp_path):
+    grid = _write_grid(tmp_path, {"base": TINY_BASE})
+    (tmp_path / "out").write_text("", encoding="utf-8")
+
+    with pytest.raises(GridError, match="is a file; choose a folder with --out"):
+        run_benchmark(grid, tmp_path / "out")
+
+
 def test_grid_with_repeated_key_rejected(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text("grid:\n  k: [3]\n  k: [5]\n", encoding="utf-8")
 
-    with pytest.raises(GridError, match="found the key 'k' twice"):
+    with pytest.raises(GridError, match="line 3: key 'k' is set twice"):
         load_grid(path)
 
 

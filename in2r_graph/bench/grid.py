@@ -156,6 +156,8 @@ def load_grid(path: str | Path) -> GridSpec:
     value may only be invalid in combination with another one.
     """
     path = Path(path)
+    if path.is_dir():
+        raise GridError(f"{path} is a folder; expected a grid YAML file")
     if not path.is_file():
         raise GridError(f"grid file not found: {path}")
     source = str(path)

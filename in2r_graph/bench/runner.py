@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.retrieval import METRIC_KEYS
-from .grid import VARIANT_KEY, Cell, GridSpec, expand_cells, load_grid, short_name
+from .grid import VARIANT_KEY, Cell, GridError, GridSpec, expand_cells, load_grid, short_name
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,19 @@ def read_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=list(STATUS_COLUMNS))
     text_columns = {column: str for column in STATUS_COLUMNS}
-    frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    try:
+        frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise GridError(
+            f"{path} is not a readable results table ({str(error).splitlines()[0]}); "
+            "move it away to run the grid afresh"
+        ) from None
+    missing = [column for column in STATUS_COLUMNS if column not in frame.columns]
+    if missing:
+        raise GridError(
+            f"{path} is not a results table written by the grid runner (no column {missing[0]!r}); "
+            "move it away to run the grid afresh"
+        )
     for column in STATUS_COLUMNS:
         frame[column] = frame[column].fillna("")
     return frame
@@ -217,7 +229,8 @@ class CellProcess:
             shutil.rmtree(cell_dir)
         cell_dir.mkdir(parents=True)
         config = copy.deepcopy(cell.config)
-        config.train.out_dir = str(cell_dir)
+        # Absolute, so the run_dir column of results.csv works from any working directory.
+        config.train.out_dir = str(cell_dir.resolve())
         config.train.run_name = "run"
         self.cell = cell
         self.timeout = timeout
@@ -329,6 +342,8 @@ def run_grid(
     if not isinstance(spec, GridSpec):
         spec = load_grid(spec)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GridError(f"output folder {out_dir} is a file; choose a folder with --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
     cells = expand_cells(spec, data_root=data_root)

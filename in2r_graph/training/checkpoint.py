@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import pickle
 import random
 import secrets
 import signal
@@ -150,15 +151,30 @@ def deferred_keyboard_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+# First bytes of every file that torch.save writes (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; raise :class:`CheckpointError` on failure."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as stream:
+        if stream.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            raise CheckpointError(
+                f"{path} is not an in2r-graph checkpoint: it is not a PyTorch zip file (torch.save writes one)"
+            )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # PyTorch's own text suggests weights_only=False, which would run code from the file.
+        raise CheckpointError(
+            f"{path} is not an in2r-graph checkpoint: it holds objects other than tensors and plain containers"
+        ) from error
     except Exception as error:  # torch raises several unrelated types for a corrupt file
-        raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line}") from error
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -95,7 +95,7 @@ def _yaml_invalid(folder: Path) -> tuple[list[str], list[str]]:
 def _yaml_duplicate_key(folder: Path) -> tuple[list[str], list[str]]:
     config = folder / "run.yaml"
     config.write_text("rectify:\n  k: 3\n  k: 5\n", encoding="utf-8")
-    return ["--config", str(config)], [str(config), "not a valid YAML file", "found the key 'k' twice", "line 3"]
+    return ["--config", str(config)], [str(config), "not a valid YAML file", "line 3: key 'k' is set twice"]
 
 
 def _yaml_missing(folder: Path) -> tuple[list[str], list[str]]:
@@ -215,6 +215,16 @@ def test_evaluate_missing_checkpoint(tmp_path, cli_in_process):
     result = cli_in_process("evaluate", tmp_path / "absent.pt")
 
     assert_user_error(result, f"checkpoint not found: {tmp_path / 'absent.pt'}")
+
+
+def test_evaluate_text_file_as_checkpoint(tmp_path, cli_in_process):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("these are notes, not weights\n", encoding="utf-8")
+
+    result = cli_in_process("evaluate", not_a_checkpoint)
+
+    assert_user_error(result, f"{not_a_checkpoint} is not an in2r-graph checkpoint")
+    assert "weights_only=False" not in result.stderr
 
 
 def test_evaluate_checkpoint_flag_with_file(tmp_path, cli_in_process):
