@@ -1,6 +1,8 @@
 """Ablation grids: parsing, expansion, resumable runs, summary and plots."""
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -347,6 +349,21 @@ def test_parallel_workers_record_every_cell(tmp_path):
     assert (results["status"] == "ok").all()
     again = run_benchmark(grid, tmp_path / "out", workers=2)
     assert (again.run.ran, again.run.skipped) == (0, 3)
+
+
+def test_two_runners_share_one_folder(tmp_path):
+    grids = [
+        _write_grid(tmp_path, {"base": TINY_BASE, "grid": {"seed": [seed]}}, name=f"grid{seed}.yaml") for seed in (0, 1)
+    ]
+    command = [sys.executable, "-m", "in2r_graph", "bench", "--out", str(tmp_path / "out"), "--grid"]
+
+    processes = [subprocess.Popen([*command, str(grid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for grid in grids]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0], errors
+    results = read_results(tmp_path / "out" / "results.csv")
+    assert sorted(results["cell_id"]) == ["seed=0", "seed=1"]
+    assert (results["status"] == "ok").all()
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])

@@ -9,11 +9,14 @@ Output folder layout::
 
 A rerun skips every cell whose row has status ``ok`` and the same
 configuration hash. Failed cells, cells whose settings changed and new cells
-run again.
+run again. Several runners may share one folder (for example one per noise
+rate): each merges its rows into ``results.csv`` under a lock, and a cell
+that two of them would run is trained twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -26,10 +29,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from ..evaluation.retrieval import METRIC_KEYS
 from .grid import VARIANT_KEY, Cell, GridError, GridSpec, expand_cells, load_grid, short_name
@@ -37,6 +45,7 @@ from .grid import VARIANT_KEY, Cell, GridError, GridSpec, expand_cells, load_gri
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.csv"
+RESULTS_LOCK_FILE = ".results.lock"
 
 # Settings written to every row, whether or not the grid varies them.
 SETTING_COLUMNS = (
@@ -166,6 +175,21 @@ def write_results(frame: pd.DataFrame, path: Path) -> None:
     partial = path.with_suffix(".csv.partial")
     frame.to_csv(partial, index=False)
     os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def _results_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder's results while one runner reads, merges and writes them."""
+    if fcntl is None:
+        # NOTE: without fcntl (Windows) two runners on one folder can drop each other's rows.
+        yield
+        return
+    with open(out_dir / RESULTS_LOCK_FILE, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _merge_row(frame: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
@@ -374,8 +398,10 @@ def run_grid(
         row = {"cell_id": cell.cell_id, "cell": cell.label, "config_hash": cell.config_hash, **_setting_values(cell, spec)}
         row.update(result)
         row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        frame = _in_grid_order(_merge_row(frame, row), order)
-        write_results(frame, results_path)
+        # Another runner may share the folder (one per noise rate, say): merge into the file as it is now.
+        with _results_lock(out_dir):
+            frame = _in_grid_order(_merge_row(read_results(results_path), row), order)
+            write_results(frame, results_path)
         done += 1
 
     try:
