@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from in2r_graph.bench import read_results, run_benchmark  # noqa: E402
+from in2r_graph.bench.runner import metrics_from_summary  # noqa: E402
 from in2r_graph.config import ConfigError  # noqa: E402
 
 GRIDS = {
@@ -147,9 +148,8 @@ def load_rows(results_csv: Path) -> pd.DataFrame:
         # The cell folder, not the run_dir column: older rows hold paths relative to the runner's working directory.
         summary_file = results_csv.parent / "cells" / str(row["cell_id"]) / "run" / "summary.json"
         if summary_file.is_file():
-            record = json.loads(summary_file.read_text(encoding="utf-8")).get("last_record", {})
-            aucs = [value for key, value in record.items() if key.endswith("/split_auc")]
-            frame.loc[index, "split_auc"] = float(np.nanmean(aucs)) if aucs else math.nan
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            frame.loc[index, "split_auc"] = metrics_from_summary(summary)["split_auc"]
     return frame
 
 

@@ -319,20 +319,6 @@ class CellProcess:
         return row
 
 
-def run_cell_process(
-    cell: Cell, cell_dir: Path, imports: list[str], timeout: float | None = None
-) -> dict[str, Any]:
-    """Train one cell in a worker process, wait for it and return its result columns."""
-    job = CellProcess(cell, cell_dir, imports, timeout)
-    try:
-        while (row := job.poll()) is None:
-            time.sleep(0.2)
-    except BaseException:
-        job.kill()
-        raise
-    return row
-
-
 def _eta(seconds_per_cell: list[float], remaining: int, workers: int = 1) -> str:
     if not seconds_per_cell:
         return "unknown until a cell finishes"
