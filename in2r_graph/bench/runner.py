@@ -34,11 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
+from .._filelock import exclusive_lock
 from ..evaluation.retrieval import METRIC_KEYS
 from .grid import VARIANT_KEY, Cell, GridError, GridSpec, expand_cells, load_grid, short_name
 
@@ -180,16 +176,8 @@ def write_results(frame: pd.DataFrame, path: Path) -> None:
 @contextlib.contextmanager
 def _results_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the folder's results while one runner reads, merges and writes them."""
-    if fcntl is None:
-        # NOTE: without fcntl (Windows) two runners on one folder can drop each other's rows.
+    with exclusive_lock(out_dir / RESULTS_LOCK_FILE):
         yield
-        return
-    with open(out_dir / RESULTS_LOCK_FILE, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _merge_row(frame: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:

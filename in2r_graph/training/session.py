@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -18,11 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
+from .._filelock import LockHeld, exclusive_lock
 from ..config import Config, ConfigError, dump_config
 from ..data.errors import DataError
 from ..data.noise import load_noise, make_noise, noisy_caption_to_image, realised_noise_rate
@@ -470,29 +465,14 @@ def run_directory_lock(run_dir: Path) -> Iterator[None]:
         ConfigError: when another process holds the lock (for example the
             same ``--resume`` started twice).
     """
-    if fcntl is None:
-        # NOTE: without fcntl (Windows) two processes can resume one run at once.
-        yield
-        return
-    path = run_dir / LOCK_FILE
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            raise ConfigError(
-                f"run directory {run_dir} is in use by another training process (pid {owner}); "
-                "wait for it to finish or stop it before resuming"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
+    try:
+        with exclusive_lock(run_dir / LOCK_FILE, wait=False):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except LockHeld as held:
+        raise ConfigError(
+            f"run directory {run_dir} is in use by another training process (pid {held.owner}); "
+            "wait for it to finish or stop it before resuming"
+        ) from None
 
 
 def _load_resume_checkpoint(run_dir: Path) -> dict[str, Any] | None:
