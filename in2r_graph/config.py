@@ -107,7 +107,7 @@ class TrainConfig:
         False, "With method contrastive: train two independent networks and average their similarities."
     )
     epochs: int = _field(12, "Training epochs, warm-up included.")
-    warmup_epochs: int = _field(2, "Epochs of plain contrastive training before the clean/noisy split.")
+    warmup_epochs: int = _field(1, "Epochs of plain contrastive training before the clean/noisy split.")
     batch_size: int = _field(128, "Pairs per batch (labeled and unlabeled batches each).")
     lr: float = _field(5e-4, "AdamW learning rate.")
     weight_decay: float = _field(1e-4, "AdamW weight decay.")

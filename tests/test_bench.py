@@ -91,6 +91,46 @@ def test_exclude_drops_matching_cells(tmp_path):
     assert ids == ["refiner=gat,k=1", "refiner=gat,k=5", "refiner=gat,k=10", "refiner=nearest,k=1"]
 
 
+def test_overrides_apply_to_matching_cells_only(tmp_path):
+    path = _write_grid(
+        tmp_path,
+        {
+            "base": {"train.warmup_epochs": 2},
+            "variants": {"plain": {"train.method": "contrastive"}, "split": {"train.method": "co-divide"}},
+            "grid": {"noise_convention": ["caption", "image"], "variant": ["plain", "split"]},
+            "overrides": [{"when": {"noise_convention": "image", "variant": ["split"]}, "set": {"warmup_epochs": 1}}],
+        },
+    )
+    cells = {cell.cell_id: cell for cell in expand_cells(load_grid(path))}
+    warmups = {cell_id: cell.config.train.warmup_epochs for cell_id, cell in cells.items()}
+    assert warmups == {
+        "noise_convention=caption,variant=plain": 2,
+        "noise_convention=caption,variant=split": 2,
+        "noise_convention=image,variant=plain": 2,
+        "noise_convention=image,variant=split": 1,
+    }
+    plain = expand_cells(load_grid(_write_grid(tmp_path, {"base": {"train.warmup_epochs": 2}}, "plain.yaml")))[0]
+    assert cells["noise_convention=caption,variant=plain"].config_hash != plain.config_hash
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"when": {"k": 3}, "set": {"lr": 0.1}}, "overrides must be a list"),
+        ([{"when": {"k": 3}}], "exactly the keys when and set"),
+        ([{"when": {}, "set": {"lr": 0.1}}], "when is empty"),
+        ([{"when": {"seed": 0}, "set": {"lr": 0.1}}], r"names \['seed'\], which the grid does not vary"),
+        ([{"when": {"k": 3}, "set": {}}], "set is empty"),
+        ([{"when": {"k": 3}, "set": {"k": 5}}], "changes the grid axis rectify.k"),
+        ([{"when": {"k": 3}, "set": {"rate": 0.1}}], "unknown config key 'rate'"),
+    ],
+)
+def test_invalid_overrides_rejected(tmp_path, overrides, message):
+    path = _write_grid(tmp_path, {"grid": {"k": [3, 5]}, "overrides": overrides})
+    with pytest.raises(GridError, match=message):
+        load_grid(path)
+
+
 def test_config_hash_ignores_output_settings(tmp_path):
     first = expand_cells(load_grid(_write_grid(tmp_path, {"base": {"train.out_dir": "a"}}, "a.yaml")))[0]
     second = expand_cells(load_grid(_write_grid(tmp_path, {"base": {"train.out_dir": "b"}}, "b.yaml")))[0]

@@ -16,6 +16,12 @@ A grid file is YAML with these top-level keys:
 - ``variants`` (optional): named bundles of overrides, such as a method with
   its refiner and k. The grid key ``variant`` then lists the names to run,
   and each cell applies its variant's overrides on top of ``base``.
+- ``overrides`` (optional): a list of ``{when: {...}, set: {...}}`` entries.
+  ``when`` maps grid axes (``variant`` included) to a value or a list of
+  values, as ``exclude`` does; a cell that matches every key gets the
+  ``set`` values on top of ``base`` and its variant. Use it for a setting
+  that depends on another axis, such as a shorter warm-up for one noise
+  convention. The cell keeps the name its axes give.
 
 Relative paths (``data.root``, ``data.noise_file``, ``.py`` imports) are
 resolved against the current working directory, as on the command line.
@@ -41,7 +47,7 @@ from ..config import SECTIONS, Config, ConfigError, read_yaml, resolve_key, vali
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("base", "grid", "exclude", "imports", "cell_timeout", "variants")
+TOP_LEVEL_KEYS = ("base", "grid", "exclude", "imports", "cell_timeout", "variants", "overrides")
 
 # The axis that selects a named variant; it is not a configuration key.
 VARIANT_KEY = "grid.variant"
@@ -68,6 +74,8 @@ class GridSpec:
         exclude: partial settings; a cell matching every key of one is dropped.
         imports: modules or ``.py`` files to import before building cells.
         cell_timeout: seconds after which a cell's run is stopped, or None.
+        variants: named bundles of overrides, keyed by variant name.
+        overrides: ``(when, set)`` pairs; a cell matching ``when`` gets ``set``.
     """
 
     path: Path
@@ -77,6 +85,7 @@ class GridSpec:
     imports: list[str] = field(default_factory=list)
     cell_timeout: float | None = None
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: list[tuple[dict[str, list[Any]], dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -207,14 +216,11 @@ def load_grid(path: str | Path) -> GridSpec:
     exclude = []
     for number, entry in enumerate(exclude_entries):
         where = f"exclude[{number}]"
-        entry = dict(entry) if isinstance(entry, dict) else entry
-        variant_names = entry.pop("variant", None) if isinstance(entry, dict) else None
-        flat = _flatten_overrides(entry, where, source)
-        if variant_names is not None:
-            flat[VARIANT_KEY] = variant_names
+        flat = _condition(entry, where, source)
         if not flat:
             raise GridError(f"{source}: {where} is empty and would drop every cell")
-        exclude.append({key: _value_list(value, key, where, source, allow_scalar=True) for key, value in flat.items()})
+        exclude.append(flat)
+    overrides = _parse_overrides(document.get("overrides"), axes, source)
 
     imports = document.get("imports") or []
     if not isinstance(imports, list) or not all(isinstance(item, str) for item in imports):
@@ -225,7 +231,46 @@ def load_grid(path: str | Path) -> GridSpec:
         if isinstance(cell_timeout, bool) or not isinstance(cell_timeout, (int, float)) or cell_timeout <= 0:
             raise GridError(f"{source}: cell_timeout={cell_timeout!r} is invalid; expected a positive number of seconds")
         cell_timeout = float(cell_timeout)
-    return GridSpec(path, base, axes, exclude, list(imports), cell_timeout, variants)
+    return GridSpec(path, base, axes, exclude, list(imports), cell_timeout, variants, overrides)
+
+
+def _condition(entry: Any, where: str, source: str) -> dict[str, list[Any]]:
+    """Return ``{section.field: [values]}`` from an ``exclude`` entry or an override's ``when``."""
+    entry = dict(entry) if isinstance(entry, dict) else entry
+    variant_names = entry.pop("variant", None) if isinstance(entry, dict) else None
+    flat = _flatten_overrides(entry, where, source)
+    if variant_names is not None:
+        flat[VARIANT_KEY] = variant_names
+    return {key: _value_list(value, key, where, source, allow_scalar=True) for key, value in flat.items()}
+
+
+def _parse_overrides(
+    entries: Any, axes: dict[str, list[Any]], source: str
+) -> list[tuple[dict[str, list[Any]], dict[str, Any]]]:
+    """Return the ``(when, set)`` pairs of the ``overrides`` section."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise GridError(f"{source}: overrides must be a list of {{when: ..., set: ...}} mappings")
+    parsed = []
+    for number, entry in enumerate(entries):
+        where = f"overrides[{number}]"
+        if not isinstance(entry, dict) or set(map(str, entry)) != {"when", "set"}:
+            raise GridError(f"{source}: {where} must be a mapping with exactly the keys when and set")
+        when = _condition(entry["when"], f"{where}.when", source)
+        if not when:
+            raise GridError(f"{source}: {where}.when is empty; name the grid values it applies to")
+        not_axes = [short_name(key) if key != VARIANT_KEY else "variant" for key in when if key not in axes]
+        if not_axes:
+            raise GridError(f"{source}: {where}.when names {not_axes}, which the grid does not vary")
+        values = _flatten_overrides(entry["set"], f"{where}.set", source)
+        if not values:
+            raise GridError(f"{source}: {where}.set is empty; give at least one config key and value")
+        on_axes = [key for key in values if key in axes]
+        if on_axes:
+            raise GridError(f"{source}: {where}.set changes the grid axis {on_axes[0]}; an axis takes its values from grid")
+        parsed.append((when, values))
+    return parsed
 
 
 def _parse_variants(values: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -324,7 +369,11 @@ def build_cell_config(
     variant = settings.get(VARIANT_KEY)
     variant_overrides = spec.variants.get(variant, {}) if variant is not None else {}
     plain_settings = {key: value for key, value in settings.items() if key != VARIANT_KEY}
-    overrides = {**spec.base, **variant_overrides, **plain_settings}
+    conditional: dict[str, Any] = {}
+    for when, values in spec.overrides:
+        if _matches(settings, None, when):
+            conditional.update(values)
+    overrides = {**spec.base, **variant_overrides, **conditional, **plain_settings}
     if data_root is not None:
         overrides["data.root"] = str(data_root)
     overrides = _resolve_paths(overrides)
