@@ -74,6 +74,24 @@ def test_restricted_grid_keeps_cell_names(tmp_path):
     assert {cell.cell_id for cell in cells} <= full
 
 
+def test_split_settings_follow_noise_convention(tmp_path):
+    full = {cell.cell_id: cell for cell in expand_cells(load_grid(evidence.GRIDS["main"]))}
+    path = evidence.restricted_grid(
+        evidence.GRIDS["main"], [("caption", 0.4), ("image", 0.4)], [1], ["contrastive", "co-divide"], False, tmp_path
+    )
+
+    cells = {cell.cell_id: cell for cell in expand_cells(load_grid(path))}
+
+    for cell_id, cell in cells.items():
+        assert cell.config_hash == full[cell_id].config_hash
+    caption = cells["seed=1,noise_convention=caption,noise_ratio=0.4,variant=co-divide"].config.train
+    assert (caption.warmup_epochs, caption.clean_threshold) == (2, 0.5)
+    image = cells["seed=1,noise_convention=image,noise_ratio=0.4,variant=co-divide"].config.train
+    assert (image.warmup_epochs, image.clean_threshold) == (1, 0.95)
+    single = cells["seed=1,noise_convention=image,noise_ratio=0.4,variant=contrastive"].config.train
+    assert (single.warmup_epochs, single.clean_threshold) == (2, 0.5)
+
+
 def test_quick_grid_runs_only_c_at_zero_noise(tmp_path):
     path = evidence.restricted_grid(evidence.GRIDS["main"], [("caption", 0.0)], [0], None, True, tmp_path)
 
