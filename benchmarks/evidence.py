@@ -129,9 +129,24 @@ def restricted_grid(
         if others:
             exclude.append({"noise_ratio": 0.0, "variant": others})
     document["exclude"] = exclude
+    if "overrides" in document:
+        document["overrides"] = _restricted_overrides(document["overrides"], grid)
     restricted = folder / path.name
     restricted.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return restricted
+
+
+def _restricted_overrides(entries: list[dict], grid: dict) -> list[dict]:
+    """Keep the override values that are still on the restricted axes; drop entries left with none."""
+    kept = []
+    for entry in entries:
+        when = {}
+        for axis, values in entry["when"].items():
+            values = values if isinstance(values, list) else [values]
+            when[axis] = [value for value in values if axis not in grid or value in grid[axis]]
+        if all(when.values()):
+            kept.append({"when": when, "set": entry["set"]})
+    return kept
 
 
 def load_rows(results_csv: Path) -> pd.DataFrame:

@@ -117,7 +117,12 @@ def test_overrides_apply_to_matching_cells_only(tmp_path):
     ("overrides", "message"),
     [
         ({"when": {"k": 3}, "set": {"lr": 0.1}}, "overrides must be a list"),
-        ([{"when": {"k": 3}}], "exactly the keys when and set"),
+        ([{"when": {"k": 3}}], r"exactly the keys when and set \(missing set\)"),
+        ([{"when": {"k": 3}, "sets": {"lr": 0.1}}], r"missing set; unknown sets"),
+        ([{"when": {"k": 4}, "set": {"lr": 0.1}}], r"when.k lists \[4\], which the k axis \[3, 5\] does not have"),
+        ([{"when": {"k": "many"}, "set": {"lr": 0.1}}], "when.k='many' is invalid"),
+        ([{"when": {"k": 3}, "set": {"variant": "b"}}], "names variant, which is a grid axis"),
+        ([{"when": {"k": 3}, "set": {"noise_file": "n.npy"}}], "a noise file fixes the noise"),
         ([{"when": {}, "set": {"lr": 0.1}}], "when is empty"),
         ([{"when": {"seed": 0}, "set": {"lr": 0.1}}], r"names \['seed'\], which the grid does not vary"),
         ([{"when": {"k": 3}, "set": {}}], "set is empty"),
@@ -126,9 +131,28 @@ def test_overrides_apply_to_matching_cells_only(tmp_path):
     ],
 )
 def test_invalid_overrides_rejected(tmp_path, overrides, message):
-    path = _write_grid(tmp_path, {"grid": {"k": [3, 5]}, "overrides": overrides})
+    path = _write_grid(tmp_path, {"grid": {"k": [3, 5], "noise_ratio": [0.2]}, "overrides": overrides})
     with pytest.raises(GridError, match=message):
         load_grid(path)
+
+
+def test_overrides_match_quoted_axis_values(tmp_path):
+    path = _write_grid(tmp_path, {"grid": {"k": ["3", "8"]}, "overrides": [{"when": {"k": 3}, "set": {"lr": 0.1}}]})
+
+    lrs = [cell.config.train.lr for cell in expand_cells(load_grid(path))]
+
+    assert lrs == [0.1, 0.0005]
+
+
+@pytest.mark.parametrize("when", [{"variant": "typo"}, {"variant": ["b", "typo"]}, {"variant": None}])
+def test_overrides_reject_unknown_or_empty_variant(tmp_path, when):
+    document = {
+        "variants": {"a": {"lr": 0.1}, "b": {"lr": 0.2}},
+        "grid": {"variant": ["a", "b"]},
+        "overrides": [{"when": when, "set": {"k": 4}}],
+    }
+    with pytest.raises(GridError, match="typo|variant is empty"):
+        load_grid(_write_grid(tmp_path, document))
 
 
 def test_config_hash_ignores_output_settings(tmp_path):
@@ -288,6 +312,7 @@ def test_grid_runs_and_resumes(tmp_path, caplog, capsys):
             "base": TINY_BASE,
             "grid": {"refiner": ["mean", "gcn"], "edge_weights": ["none", "partner"]},
             "exclude": [{"refiner": "gcn", "edge_weights": "partner"}],
+            "overrides": [{"when": {"refiner": "gcn"}, "set": {"clean_threshold": 0.6}}],
         },
     )
     out = tmp_path / "out"
@@ -309,6 +334,7 @@ def test_grid_runs_and_resumes(tmp_path, caplog, capsys):
     assert (finished["peak_memory_mb"] > 50).all()
     assert (finished["wall_seconds"] > 0).all()
     assert (finished["rectify.k"] == 3).all()
+    assert list(finished["train.clean_threshold"]) == [0.5, 0.6]
     assert output.run.ran == 3
     assert output.run.skipped == 0
     assert (out / "summary.md").read_text().count("| mean | none |") == 1

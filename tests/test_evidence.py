@@ -92,6 +92,14 @@ def test_split_settings_follow_noise_convention(tmp_path):
     assert (single.warmup_epochs, single.clean_threshold) == (2, 0.5)
 
 
+def test_restricted_grid_drops_overrides_of_removed_values(tmp_path):
+    path = evidence.restricted_grid(evidence.GRIDS["main"], [("caption", 0.4)], [0], ["co-divide"], False, tmp_path)
+
+    spec = load_grid(path)
+
+    assert spec.overrides == []
+
+
 def test_quick_grid_runs_only_c_at_zero_noise(tmp_path):
     path = evidence.restricted_grid(evidence.GRIDS["main"], [("caption", 0.0)], [0], None, True, tmp_path)
 

@@ -18,10 +18,11 @@ A grid file is YAML with these top-level keys:
   and each cell applies its variant's overrides on top of ``base``.
 - ``overrides`` (optional): a list of ``{when: {...}, set: {...}}`` entries.
   ``when`` maps grid axes (``variant`` included) to a value or a list of
-  values, as ``exclude`` does; a cell that matches every key gets the
-  ``set`` values on top of ``base`` and its variant. Use it for a setting
-  that depends on another axis, such as a shorter warm-up for one noise
-  convention. The cell keeps the name its axes give.
+  values, each of which must be on that axis. A cell that matches every key
+  gets the ``set`` values on top of ``base`` and its variant, and when
+  several entries match, later ones win. ``set`` cannot change an axis. Use
+  it for a setting that depends on another axis, such as a shorter warm-up
+  for one noise convention. The cell keeps the name its axes give.
 
 Relative paths (``data.root``, ``data.noise_file``, ``.py`` imports) are
 resolved against the current working directory, as on the command line.
@@ -237,7 +238,10 @@ def load_grid(path: str | Path) -> GridSpec:
 def _condition(entry: Any, where: str, source: str) -> dict[str, list[Any]]:
     """Return ``{section.field: [values]}`` from an ``exclude`` entry or an override's ``when``."""
     entry = dict(entry) if isinstance(entry, dict) else entry
-    variant_names = entry.pop("variant", None) if isinstance(entry, dict) else None
+    has_variant = isinstance(entry, dict) and "variant" in entry
+    variant_names = entry.pop("variant") if has_variant else None
+    if has_variant and variant_names is None:
+        raise GridError(f"{source}: {where}.variant is empty; name one variant or a list of them")
     flat = _flatten_overrides(entry, where, source)
     if variant_names is not None:
         flat[VARIANT_KEY] = variant_names
@@ -255,22 +259,63 @@ def _parse_overrides(
     parsed = []
     for number, entry in enumerate(entries):
         where = f"overrides[{number}]"
-        if not isinstance(entry, dict) or set(map(str, entry)) != {"when", "set"}:
-            raise GridError(f"{source}: {where} must be a mapping with exactly the keys when and set")
+        if not isinstance(entry, dict):
+            raise GridError(f"{source}: {where} must be a mapping with the keys when and set")
+        missing = sorted({"when", "set"} - set(map(str, entry)))
+        extra = sorted(set(map(str, entry)) - {"when", "set"})
+        if missing or extra:
+            problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(extra)}"] * bool(extra)
+            raise GridError(f"{source}: {where} must have exactly the keys when and set ({'; '.join(problems)})")
         when = _condition(entry["when"], f"{where}.when", source)
         if not when:
             raise GridError(f"{source}: {where}.when is empty; name the grid values it applies to")
         not_axes = [short_name(key) if key != VARIANT_KEY else "variant" for key in when if key not in axes]
         if not_axes:
             raise GridError(f"{source}: {where}.when names {not_axes}, which the grid does not vary")
+        for key, values in when.items():
+            _check_axis_values(key, values, axes[key], f"{where}.when", source)
+        if isinstance(entry["set"], dict) and "variant" in entry["set"]:
+            raise GridError(f"{source}: {where}.set names variant, which is a grid axis; put the variant in when")
         values = _flatten_overrides(entry["set"], f"{where}.set", source)
         if not values:
             raise GridError(f"{source}: {where}.set is empty; give at least one config key and value")
         on_axes = [key for key in values if key in axes]
         if on_axes:
             raise GridError(f"{source}: {where}.set changes the grid axis {on_axes[0]}; an axis takes its values from grid")
+        if values.get("data.noise_file") and "data.noise_ratio" in axes:
+            raise GridError(
+                f"{source}: {where}.set gives data.noise_file but the grid varies data.noise_ratio, and a noise file "
+                "fixes the noise; remove one of them"
+            )
         parsed.append((when, values))
     return parsed
+
+
+def _typed_or_raw(key: str, value: Any) -> Any:
+    """Return the value converted to the field's type, or unchanged when it does not convert."""
+    try:
+        return _typed(key, value)
+    except ConfigError:
+        return value
+
+
+def _check_axis_values(key: str, values: list[Any], axis: list[Any], where: str, source: str) -> None:
+    """Raise :class:`GridError` unless every value of a ``when`` key is on its axis."""
+    name = "variant" if key == VARIANT_KEY else short_name(key)
+    if key == VARIANT_KEY:
+        unknown = [value for value in values if value not in axis]
+    else:
+        typed_axis = [_typed_or_raw(key, value) for value in axis]
+        unknown = []
+        for value in values:
+            try:
+                typed = _typed(key, value)
+            except ConfigError as error:
+                raise GridError(f"{source}: {where}.{name}={value!r} is invalid: {error}") from None
+            if typed not in typed_axis:
+                unknown.append(value)
+    if unknown:
+        raise GridError(f"{source}: {where}.{name} lists {unknown}, which the {name} axis {axis} does not have")
 
 
 def _parse_variants(values: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -369,9 +414,11 @@ def build_cell_config(
     variant = settings.get(VARIANT_KEY)
     variant_overrides = spec.variants.get(variant, {}) if variant is not None else {}
     plain_settings = {key: value for key, value in settings.items() if key != VARIANT_KEY}
+    # Match on typed values, so that a quoted "3" on an axis matches 3 in when.
+    typed_settings = {key: value if key == VARIANT_KEY else _typed_or_raw(key, value) for key, value in settings.items()}
     conditional: dict[str, Any] = {}
     for when, values in spec.overrides:
-        if _matches(settings, None, when):
+        if _matches(typed_settings, None, when):
             conditional.update(values)
     overrides = {**spec.base, **variant_overrides, **conditional, **plain_settings}
     if data_root is not None:

@@ -127,8 +127,11 @@ def metrics_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _setting_values(cell: Cell, spec: GridSpec) -> dict[str, Any]:
     variant_keys = [key for overrides in spec.variants.values() for key in overrides]
+    override_keys = [key for _, values in spec.overrides for key in values]
     keys = list(SETTING_COLUMNS) + [
-        key for key in dict.fromkeys(list(spec.base) + variant_keys + list(spec.axes)) if key not in SETTING_COLUMNS
+        key
+        for key in dict.fromkeys(list(spec.base) + variant_keys + override_keys + list(spec.axes))
+        if key not in SETTING_COLUMNS
     ]
     values: dict[str, Any] = {}
     for key in keys:

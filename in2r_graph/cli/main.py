@@ -93,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="Run an ablation grid: one training run per cell, then results.csv, summary.md and plots.",
     )
-    bench.add_argument("--grid", required=True, help="Grid YAML file: base settings and the lists of values to combine.")
+    bench.add_argument(
+        "--grid",
+        required=True,
+        help="Grid YAML file: base settings, the lists of values to combine, and optional variants, exclude "
+        "and overrides entries (the format is described in in2r_graph.bench.grid).",
+    )
     bench.add_argument(
         "--out", help="Output folder (default: runs/bench-<grid file name>); a rerun skips the finished cells."
     )
