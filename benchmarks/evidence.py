@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from in2r_graph.bench import read_results, run_benchmark  # noqa: E402
+from in2r_graph.bench import expand_cells, load_grid, read_results, run_benchmark  # noqa: E402
 from in2r_graph.bench.runner import metrics_from_summary  # noqa: E402
 from in2r_graph.config import ConfigError  # noqa: E402
 
@@ -166,6 +166,21 @@ def load_rows(results_csv: Path) -> pd.DataFrame:
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
             frame.loc[index, "split_auc"] = metrics_from_summary(summary)["split_auc"]
     return frame
+
+
+def current_rows(frame: pd.DataFrame, grid_path: Path, data_root: str | None) -> pd.DataFrame:
+    """Keep the rows whose cell is in the study with the settings it has now; report the others."""
+    if frame.empty:
+        return frame
+    hashes = {cell.cell_id: cell.config_hash for cell in expand_cells(load_grid(grid_path), data_root=data_root)}
+    current = frame["cell_id"].map(hashes) == frame["config_hash"]
+    if not current.all():
+        print(
+            f"evidence.py: left out {int((~current).sum())} finished run(s) whose cell is no longer in the study "
+            "or whose settings changed since they ran",
+            file=sys.stderr,
+        )
+    return frame[current]
 
 
 def _mean_std(values: pd.Series, decimals: int = 1) -> str:
@@ -380,7 +395,7 @@ def main() -> int:
         print(f"evidence.py: error: {out / 'results.csv'} does not exist; run the study first", file=sys.stderr)
         return 2
     try:
-        frame = load_rows(out / "results.csv")
+        frame = current_rows(load_rows(out / "results.csv"), grid_path, args.data_root)
     except ConfigError as error:
         print(f"evidence.py: error: {error}", file=sys.stderr)
         return 2

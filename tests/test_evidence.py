@@ -149,13 +149,22 @@ def test_report_only_on_missing_results(tmp_path):
     assert "results.csv does not exist; run the study first" in result.stderr
 
 
-def test_report_only_writes_tables_and_plot(tmp_path):
-    _write_results(tmp_path, [_row("contrastive-ensemble", 0.0, 0, 270.0), _row("co-divide", 0.4, 0, 255.0)])
+def test_report_only_writes_tables_and_plot(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    hashes = {cell.cell_id: cell.config_hash for cell in expand_cells(load_grid(evidence.GRIDS["main"]))}
+    rows = [_row("contrastive-ensemble", 0.0, 0, 270.0), _row("co-divide", 0.4, 0, 255.0), _row("mean", 0.4, 0, 250.0)]
+    for row in rows[:2]:
+        row["config_hash"] = hashes[row["cell_id"]]
+    _write_results(tmp_path, rows)
 
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--report-only", "--out", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(SCRIPT), "--report-only", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO
     )
 
     assert result.returncode == 0, result.stderr
-    assert "### caption-level noise 40 %" in (tmp_path / "evidence.md").read_text()
+    report = (tmp_path / "evidence.md").read_text()
+    assert "### caption-level noise 40 %" in report
+    assert "| co-divide |" in report
+    assert "| mean |" not in report
+    assert "left out 1 finished run(s)" in result.stderr
     assert (tmp_path / "rsum_vs_noise.png").read_bytes()[:4] == b"\x89PNG"
