@@ -387,12 +387,7 @@ def _matches(settings: dict[str, Any], config: Config | None, entry: dict[str, l
             current = settings[key]
         else:
             return False
-        candidates = []
-        for value in values:
-            try:
-                candidates.append(_typed(key, value))
-            except ConfigError:
-                candidates.append(value)
+        candidates = [_typed_or_raw(key, value) for value in values]
         if current not in candidates:
             return False
     return True
