@@ -137,16 +137,16 @@ def restricted_grid(
 
 
 def _restricted_overrides(entries: list[dict], grid: dict) -> list[dict]:
-    """Keep the override values that are still on the restricted axes; drop entries left with none."""
-    kept = []
+    """Return the override entries cut to the values still on the restricted axes, without entries left empty."""
+    remaining = []
     for entry in entries:
         when = {}
         for axis, values in entry["when"].items():
             values = values if isinstance(values, list) else [values]
             when[axis] = [value for value in values if axis not in grid or value in grid[axis]]
         if all(when.values()):
-            kept.append({"when": when, "set": entry["set"]})
-    return kept
+            remaining.append({"when": when, "set": entry["set"]})
+    return remaining
 
 
 def load_rows(results_csv: Path) -> pd.DataFrame:

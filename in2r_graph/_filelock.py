@@ -14,7 +14,7 @@ except ImportError:  # Windows
 
 
 class LockHeld(RuntimeError):
-    """Another process holds the lock; ``owner`` is the process id it recorded."""
+    """Another process holds the lock; ``owner`` is the process id written in the lock file."""
 
     def __init__(self, path: Path, owner: str) -> None:
         super().__init__(f"{path} is locked by process {owner}")
@@ -29,7 +29,7 @@ def exclusive_lock(path: str | Path, *, wait: bool = True) -> Iterator[None]:
     Args:
         path: the lock file.
         wait: block until the lock is free; with False, raise
-            :class:`LockHeld` at once when another process holds it.
+            :class:`LockHeld` at once when another process has it.
     """
     path = Path(path)
     if fcntl is None:
