@@ -138,6 +138,23 @@ def test_report_recovery_and_targets(tmp_path):
     assert "last epoch vs best dev epoch: -7.5 rSum (target: within 5): NOT met." in report
 
 
+def test_mean_rival_picks_better_weight(tmp_path):
+    rows = [
+        _row("contrastive-ensemble", 0.0, 0, 270.0),
+        _row("contrastive-ensemble", 0.4, 0, 230.0),
+        _row("in2r-attention", 0.4, 0, 262.0),
+        _row("mean", 0.4, 0, 255.0),
+        _row("mean-w0.1", 0.4, 0, 259.0),
+    ]
+    results = _write_results(tmp_path, rows)
+    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
+
+    report = evidence.evidence_markdown(evidence.load_rows(results), order)
+
+    assert "against mean-w0.1: +3.0 rSum" in report
+    assert "against mean:" not in report
+
+
 def test_report_only_on_missing_results(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--report-only", "--out", str(tmp_path / "none")],
