@@ -109,6 +109,11 @@ def test_resume_with_other_config_rejected(tmp_path, capsys):
     assert "has finished 3 epochs, more than train.epochs=2" in capsys.readouterr().err
     assert (run_dir / "config.yaml").read_text() == config_before
 
+    code = main(["train", "--resume", str(run_dir), "--epochs", "0"])
+
+    assert code == 2
+    assert "--epochs 0: it is below the run's train.warmup_epochs=1" in capsys.readouterr().err
+
 
 @pytest.mark.slow
 def test_evaluate_command_reproduces_best(tmp_path, capsys):

@@ -187,6 +187,13 @@ def run_train(args: argparse.Namespace) -> int:
                 f"cannot resume: {resume_dir} is not a run directory (no config.yaml); expected a folder "
                 "written by `in2r-graph train`"
             )
+        warmup = load_config(resume_dir / "config.yaml").train.warmup_epochs
+        if args.epochs is not None and args.epochs < warmup:
+            # The config check would name train.warmup_epochs, which the user did not change, so check here first.
+            raise ConfigError(
+                f"cannot resume with --epochs {args.epochs}: it is below the run's train.warmup_epochs={warmup}; "
+                f"give --epochs {warmup} or more, and at least the epochs the run has finished"
+            )
         config = load_config(resume_dir / "config.yaml", _train_overrides(args))
     else:
         resume_dir = None
