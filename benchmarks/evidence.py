@@ -269,6 +269,9 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
         if not candidates:
             lines.append(f"- caption {100 * ratio:.0f} %: no in2r run yet.")
             continue
+        # A variant with fewer finished seeds than another is not chosen, so that a lucky seed cannot decide.
+        max_runs = max(len(variants[name]) for name in candidates)
+        candidates = [name for name in candidates if len(variants[name]) == max_runs]
         best = max(candidates, key=lambda name: _mean(variants[name]["best_dev_rsum"]))
         rsum = _mean(variants[best]["test_best_rsum"])
         floor = _mean(variants[ENSEMBLE]["test_best_rsum"]) if ENSEMBLE in variants else math.nan

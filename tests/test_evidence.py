@@ -155,6 +155,22 @@ def test_mean_rival_picks_better_weight(tmp_path):
     assert "against mean:" not in report
 
 
+def test_best_variant_needs_every_seed(tmp_path):
+    rows = [
+        _row("contrastive-ensemble", 0.0, 0, 270.0),
+        _row("contrastive-ensemble", 0.4, 0, 230.0),
+        _row("in2r-attention", 0.4, 0, 262.0),
+        _row("in2r-attention", 0.4, 1, 260.0),
+        _row("in2r-gat", 0.4, 0, 265.0),
+    ]
+    results = _write_results(tmp_path, rows)
+    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
+
+    report = evidence.evidence_markdown(evidence.load_rows(results), order)
+
+    assert "caption 40 %, in2r-attention (chosen on dev)" in report
+
+
 def test_report_only_on_missing_results(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--report-only", "--out", str(tmp_path / "none")],
