@@ -260,6 +260,11 @@ def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _best_on_dev(variants: dict[str, pd.DataFrame], names: list[str]) -> str:
+    """Return the variant among ``names`` with the highest mean dev rSum."""
+    return max(names, key=lambda name: _mean(variants[name]["best_dev_rsum"]))
+
+
 def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clean: float) -> list[str]:
     """Return one line per target of the study: measured value and met / not met / not measured."""
     lines = ["### Targets\n"]
@@ -272,7 +277,7 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
         # A variant with fewer finished seeds than another is not chosen, so that a lucky seed cannot decide.
         max_runs = max(len(variants[name]) for name in candidates)
         candidates = [name for name in candidates if len(variants[name]) == max_runs]
-        best = max(candidates, key=lambda name: _mean(variants[name]["best_dev_rsum"]))
+        best = _best_on_dev(variants, candidates)
         rsum = _mean(variants[best]["test_best_rsum"])
         floor = _mean(variants[ENSEMBLE]["test_best_rsum"]) if ENSEMBLE in variants else math.nan
         recovery = _recovery(rsum, floor, clean)
@@ -286,7 +291,7 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
             present = [name for name in names if name in variants]
             if not present:
                 continue
-            rival = max(present, key=lambda name: _mean(variants[name]["best_dev_rsum"]))
+            rival = _best_on_dev(variants, present)
             gap = rsum - _mean(variants[rival]["test_best_rsum"])
             spreads = [_spread(variants[name]["test_best_rsum"]) for name in (best, rival)]
             spreads = [value for value in spreads if not math.isnan(value)]

@@ -59,6 +59,12 @@ def _write_results(folder: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _report(tmp_path: Path, rows: list[dict]) -> str:
+    results = _write_results(tmp_path, rows)
+    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
+    return evidence.evidence_markdown(evidence.load_rows(results), order)
+
+
 def test_restricted_grid_keeps_cell_names(tmp_path):
     full = {cell.cell_id for cell in expand_cells(load_grid(evidence.GRIDS["main"]))}
 
@@ -125,10 +131,8 @@ def test_report_recovery_and_targets(tmp_path):
         _row("in2r-attention", 0.4, 0, 266.0, last=258.0),
         _row("in2r-attention", 0.4, 1, 266.0, last=259.0),
     ]
-    results = _write_results(tmp_path, rows)
-    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
 
-    report = evidence.evidence_markdown(evidence.load_rows(results), order)
+    report = _report(tmp_path, rows)
 
     # F = 231, C = 270: in2r recovers (266 - 231) / 39 = 0.90.
     assert "| in2r-attention | 2 |" in report
@@ -146,10 +150,8 @@ def test_mean_rival_picks_better_weight(tmp_path):
         _row("mean", 0.4, 0, 255.0),
         _row("mean-w0.1", 0.4, 0, 259.0),
     ]
-    results = _write_results(tmp_path, rows)
-    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
 
-    report = evidence.evidence_markdown(evidence.load_rows(results), order)
+    report = _report(tmp_path, rows)
 
     assert "against mean-w0.1: +3.0 rSum" in report
     assert "against mean:" not in report
@@ -163,10 +165,8 @@ def test_best_variant_needs_every_seed(tmp_path):
         _row("in2r-attention", 0.4, 1, 260.0),
         _row("in2r-gat", 0.4, 0, 265.0),
     ]
-    results = _write_results(tmp_path, rows)
-    order = yaml.safe_load(evidence.GRIDS["main"].read_text())["grid"]["variant"]
 
-    report = evidence.evidence_markdown(evidence.load_rows(results), order)
+    report = _report(tmp_path, rows)
 
     assert "caption 40 %, in2r-attention (chosen on dev)" in report
 

@@ -38,8 +38,8 @@ def main() -> None:
     assert torch.equal(found.keys, keys[positions])
     (out / f"rank{rank}.ok").write_text("ok")
     dist_utils.shutdown()
-    # NOTE: about one run in ten (torch 2.13, CPU) aborted at interpreter exit, after both files
-    # were written, for a reason not found; skipping the teardown keeps that out of this check.
+    # NOTE: about one run in ten (torch 2.13, CPU) aborted at interpreter exit after both files were
+    # written. The cause is not known, so the script skips the teardown, which this check does not cover.
     os._exit(0)
 
 
