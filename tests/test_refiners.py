@@ -1,7 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GraphConv
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import GATConv, GraphConv
 
 from in2r_graph.graphs import build_neighbourhood_batch
 from in2r_graph.refiners import (
@@ -13,6 +14,7 @@ from in2r_graph.refiners import (
     register_refiner,
     registry,
 )
+from in2r_graph.refiners.gnn import dense_gat
 
 DIM = 16
 BATCH = 4
@@ -199,6 +201,39 @@ def test_edge_weights_change_output(name):
     reweighted.edge_weight = torch.rand(reweighted.edge_weight.shape, generator=torch.Generator().manual_seed(3))
     refiner = _build(name, use_edge_weight=True)
     assert not torch.allclose(refiner(weighted), refiner(reweighted), atol=1e-5)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_dense_gat_matches_gatconv(graph):
+    # The GAT refiner evaluates PyG's GATConv as dense blocks; values and
+    # gradients must be those of the layer's own per-edge forward.
+    weighted = GRAPHS[graph].get("edge_weights", "none") != "none"
+    graph_batch = _graph(*_neighbourhoods(), graph)
+    torch.manual_seed(0)
+    layer = GATConv(DIM, DIM, heads=4, concat=False, edge_dim=1 if weighted else None)
+    edge_weight = graph_batch.edge_weight if weighted else None
+    x = graph_batch.x.clone().requires_grad_()
+    dense = dense_gat(layer, x, graph_batch, edge_weight)
+    (dense_grad,) = torch.autograd.grad(dense.pow(2).sum(), x)
+    args = (x, graph_batch.edge_index) if edge_weight is None else (x, graph_batch.edge_index, edge_weight.view(-1, 1))
+    sparse = layer(*args)
+    (sparse_grad,) = torch.autograd.grad(sparse.pow(2).sum(), x)
+    assert torch.allclose(dense, sparse, atol=1e-6)
+    assert torch.allclose(dense_grad, sparse_grad, atol=1e-5)
+
+
+def test_dense_gat_handles_graphs_of_different_sizes():
+    graphs = []
+    for nodes, seed in [(3, 0), (6, 1), (1, 2), (4, 3)]:
+        complete = torch.ones(nodes, nodes, dtype=torch.bool).fill_diagonal_(False).nonzero().T
+        features = torch.randn(nodes, DIM, generator=torch.Generator().manual_seed(seed))
+        graphs.append(Data(x=features, edge_index=complete))
+    mixed = Batch.from_data_list(graphs)
+    torch.manual_seed(0)
+    layer = GATConv(DIM, DIM, heads=2, concat=False).eval()
+    out = dense_gat(layer, mixed.x, mixed, None)
+    assert out.shape == (mixed.num_nodes, DIM)
+    assert torch.allclose(out, layer(mixed.x, mixed.edge_index), atol=1e-6)
 
 
 def test_edge_weight_refiner_needs_weighted_graph():
