@@ -220,6 +220,11 @@ def _recovery(rsum: float, floor: float, clean: float) -> float:
     return (rsum - floor) / (clean - floor)
 
 
+def _format_recovery(recovery: float) -> str:
+    # Adding 0.0 turns the -0.0 of a value that rounds to zero into 0.0, so "-0.00" is not printed.
+    return "-" if math.isnan(recovery) else f"{round(recovery, 2) + 0.0:.2f}"
+
+
 def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
     """Return the study's tables and target checks as Markdown."""
     if frame.empty:
@@ -249,7 +254,7 @@ def evidence_markdown(frame: pd.DataFrame, variant_order: list[str]) -> str:
             cells = [variant, str(len(rows))]
             cells += [_mean_std(rows[f"test_best_{key}"]) for key in RECALLS]
             cells += [_mean_std(rows["test_best_rsum"]), _mean_std(rows["test_last_rsum"])]
-            cells += ["-" if math.isnan(recovery) else f"{recovery:.2f}"]
+            cells += [_format_recovery(recovery)]
             cells += [_mean_std(rows[column], 3) for column in ("split_precision", "split_recall", "split_auc")]
             cells += [_mean_std(rows[column], 3) for column in ("text_prototype_fidelity", "image_prototype_fidelity")]
             cells += [_mean_std(pd.to_numeric(rows["wall_seconds"], errors="coerce") / 60, 1)]
@@ -285,7 +290,7 @@ def target_checks(groups: dict[tuple[str, float], dict[str, pd.DataFrame]], clea
             verdict = "not measured (C or F missing)"
         else:
             verdict = "met" if recovery >= 0.85 else "NOT met"
-        share = "an unmeasured share" if math.isnan(recovery) else f"{recovery:.2f}"
+        share = "an unmeasured share" if math.isnan(recovery) else _format_recovery(recovery)
         lines.append(f"- caption {100 * ratio:.0f} %, {best} (chosen on dev) recovers {share} of C - F (target >= 0.85): {verdict}.")
         for names in RIVALS.values():
             present = [name for name in names if name in variants]

@@ -142,6 +142,12 @@ def test_report_recovery_and_targets(tmp_path):
     assert "last epoch vs best dev epoch: -7.5 rSum (target: within 5): NOT met." in report
 
 
+def test_recovery_near_zero_prints_unsigned():
+    assert evidence._format_recovery(-0.0004) == "0.00"
+    assert evidence._format_recovery(-0.24) == "-0.24"
+    assert evidence._format_recovery(float("nan")) == "-"
+
+
 def test_mean_rival_picks_better_weight(tmp_path):
     rows = [
         _row("contrastive-ensemble", 0.0, 0, 270.0),
