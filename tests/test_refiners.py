@@ -215,8 +215,10 @@ def test_dense_gat_matches_gatconv(graph):
     x = graph_batch.x.clone().requires_grad_()
     dense = dense_gat(layer, x, graph_batch, edge_weight)
     (dense_grad,) = torch.autograd.grad(dense.pow(2).sum(), x)
-    args = (x, graph_batch.edge_index) if edge_weight is None else (x, graph_batch.edge_index, edge_weight.view(-1, 1))
-    sparse = layer(*args)
+    if edge_weight is None:
+        sparse = layer(x, graph_batch.edge_index)
+    else:
+        sparse = layer(x, graph_batch.edge_index, edge_weight.view(-1, 1))
     (sparse_grad,) = torch.autograd.grad(sparse.pow(2).sum(), x)
     assert torch.allclose(dense, sparse, atol=1e-6)
     assert torch.allclose(dense_grad, sparse_grad, atol=1e-5)
@@ -234,6 +236,13 @@ def test_dense_gat_handles_graphs_of_different_sizes():
     out = dense_gat(layer, mixed.x, mixed, None)
     assert out.shape == (mixed.num_nodes, DIM)
     assert torch.allclose(out, layer(mixed.x, mixed.edge_index), atol=1e-6)
+
+
+def test_dense_gat_rejects_concatenated_heads():
+    graph_batch = _graph(*_neighbourhoods(), "complete")
+    layer = GATConv(DIM, DIM, heads=2, concat=True)
+    with pytest.raises(ValueError, match="concat=False"):
+        dense_gat(layer, graph_batch.x, graph_batch, None)
 
 
 def test_edge_weight_refiner_needs_weighted_graph():

@@ -35,9 +35,18 @@ def dense_gat(layer: GATConv, x: Tensor, batch: Batch, edge_weight: Tensor | Non
     per-edge form, which gathers a ``heads x out_channels`` message for every
     edge, was 2.4 times slower (``benchmarks/perf/bench_refiners.py``).
 
+    Raises:
+        ValueError: if the layer concatenates its heads or has a residual
+            connection, which this evaluation does not implement.
+
     Shapes:
         x: (N, C_in) -> (N, C_out).
     """
+    if layer.concat or layer.res is not None:
+        raise ValueError(
+            "dense_gat supports GATConv layers built with concat=False and residual=False; "
+            "call the layer itself for other settings"
+        )
     heads, channels = layer.heads, layer.out_channels
     dense, node_mask = to_dense_batch(x, batch.batch, batch_size=batch.num_graphs)  # (B, n, C_in), (B, n)
     num_graphs, nodes, _ = dense.shape
