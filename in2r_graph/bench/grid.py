@@ -349,7 +349,14 @@ def import_plugins(imports: list[str]) -> None:
 
 
 def config_hash(config: Config) -> str:
-    """Return a short hash of the settings that can change a run's result."""
+    """Return a short hash of the settings that can change a run's result.
+
+    NOTE: every field is hashed, so a new configuration field changes the
+    hash of every configuration, and a results folder made before it then
+    counts all its rows as stale and trains them again. Leaving out fields
+    at their default value would not fix this, because it would also keep
+    rows whose meaning changed when an existing default moved.
+    """
     values = config.to_dict()
     for key in UNHASHED_KEYS:
         section, name = key.split(".")
